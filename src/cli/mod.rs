@@ -1,0 +1,63 @@
+//! Command-line parsing and dispatch.
+
+mod check;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// A SinGAN trainer and the deep-learning engine under it.
+#[derive(Parser, Debug)]
+#[command(name = "singan", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Verify the engine: numeric gradient checks and PyTorch reference fixtures.
+    #[command(subcommand)]
+    Check(check::CheckCommand),
+}
+
+/// Which backend runs the ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// The GPU when one works, otherwise the CPU.
+    Auto,
+    /// The rayon CPU backend.
+    Cpu,
+    /// An NVIDIA GPU through CUDA.
+    Cuda,
+}
+
+/// Resolves `--device` to a backend, printing which one runs.
+pub fn resolve_device(choice: DeviceChoice) -> Result<singan::Device, String> {
+    match choice {
+        DeviceChoice::Cpu => Ok(singan::Device::Cpu),
+        DeviceChoice::Auto => {
+            eprintln!("device: cpu (this build runs ops on the CPU backend)");
+            Ok(singan::Device::Cpu)
+        }
+        DeviceChoice::Cuda => Err(
+            "--device cuda: this build's ops run on the CPU backend only; use --device cpu"
+                .to_string(),
+        ),
+    }
+}
+
+/// Parses the arguments, runs the command and maps its outcome to an exit status.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Check(command) => check::run(command),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}

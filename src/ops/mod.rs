@@ -1,0 +1,20 @@
+//! Differentiable ops, one folder per family.
+//!
+//! Each family's `mod.rs` checks shapes, computes the value through its backend file (`cpu.rs`)
+//! and registers a backward function built from taped ops, so every op can be differentiated
+//! twice. All ops take and return contiguous tensors; strided input does not exist in this
+//! engine, so no family has to handle it.
+
+pub mod activation;
+pub mod conv2d;
+pub mod elementwise;
+pub mod loss;
+pub mod norm;
+pub mod reduce;
+pub mod shape;
+
+/// Number of elements one rayon task handles in element-wise kernels.
+///
+/// Work is split by this fixed size, never by the thread count, so results do not depend on how
+/// many threads run.
+pub(crate) const CHUNK: usize = 1 << 14;

@@ -1,0 +1,121 @@
+//! Rayon kernels for reductions.
+
+use rayon::prelude::*;
+
+use crate::element::Element;
+use crate::tensor::Shape;
+
+/// Number of summed elements per task when one output element has many inputs.
+///
+/// Partial sums of fixed-size chunks are added in chunk order, so the result does not depend on
+/// the thread count.
+const REDUCE_CHUNK: usize = 1 << 13;
+
+/// Sums `x` (dims `x_dims`) down to `target` dims, which have the same rank and are 1 on every
+/// reduced axis.
+pub fn sum_to<T: Element>(x: &[T], x_dims: &[usize], target: &[usize]) -> Vec<T> {
+    debug_assert_eq!(x_dims.len(), target.len());
+    let x_strides = Shape::from(x_dims).strides();
+    let kept: Vec<(usize, usize)> = (0..x_dims.len())
+        .filter(|&axis| target[axis] == x_dims[axis])
+        .map(|axis| (x_dims[axis], x_strides[axis]))
+        .collect();
+    let reduced: Vec<(usize, usize)> = (0..x_dims.len())
+        .filter(|&axis| target[axis] != x_dims[axis])
+        .map(|axis| (x_dims[axis], x_strides[axis]))
+        .collect();
+    let out_numel: usize = target.iter().product();
+    let reduce_count: usize = reduced.iter().map(|&(dim, _)| dim).product();
+    let chunks = reduce_count.div_ceil(REDUCE_CHUNK).max(1);
+
+    // One task per (output element, chunk of its inputs).
+    let partials: Vec<T> = (0..out_numel * chunks)
+        .into_par_iter()
+        .map(|task| {
+            let (out_index, chunk) = (task / chunks, task % chunks);
+            let base = offset_of(out_index, &kept);
+            let start = chunk * REDUCE_CHUNK;
+            let end = (start + REDUCE_CHUNK).min(reduce_count);
+            sum_range(x, base, &reduced, start, end)
+        })
+        .collect();
+    partials
+        .chunks(chunks)
+        .map(|chunk_sums| chunk_sums.iter().copied().sum())
+        .collect()
+}
+
+/// Returns the buffer offset of flat index `index` over the axes `(dim, stride)`.
+fn offset_of(mut index: usize, axes: &[(usize, usize)]) -> usize {
+    let mut offset = 0;
+    for &(dim, stride) in axes.iter().rev() {
+        offset += (index % dim) * stride;
+        index /= dim;
+    }
+    offset
+}
+
+/// Sums the elements with reduce indices `start..end` over `reduced` axes, from `base`.
+fn sum_range<T: Element>(
+    x: &[T],
+    base: usize,
+    reduced: &[(usize, usize)],
+    start: usize,
+    end: usize,
+) -> T {
+    if reduced.is_empty() {
+        return x[base];
+    }
+    let rank = reduced.len();
+    let mut index = vec![0usize; rank];
+    let mut rest = start;
+    for axis in (0..rank).rev() {
+        index[axis] = rest % reduced[axis].0;
+        rest /= reduced[axis].0;
+    }
+    let mut offset = base + offset_of(start, reduced);
+    let (inner_dim, inner_stride) = reduced[rank - 1];
+    let mut total = T::ZERO;
+    let mut remaining = end - start;
+    while remaining > 0 {
+        // Run along the innermost reduced axis, then carry into the outer ones.
+        let run = (inner_dim - index[rank - 1]).min(remaining);
+        for step in 0..run {
+            total += x[offset + step * inner_stride];
+        }
+        remaining -= run;
+        offset += run * inner_stride;
+        index[rank - 1] += run;
+        let mut axis = rank - 1;
+        while index[axis] == reduced[axis].0 && axis > 0 {
+            index[axis] = 0;
+            offset -= reduced[axis].0 * reduced[axis].1;
+            index[axis - 1] += 1;
+            offset += reduced[axis - 1].1;
+            axis -= 1;
+        }
+    }
+    total
+}
+
+/// Computes the L2 norm over axis 1 of an `(n, c, h, w)` buffer, giving `(n, 1, h, w)`.
+pub fn channel_norm<T: Element>(x: &[T], dims: [usize; 4]) -> Vec<T> {
+    let [n, c, h, w] = dims;
+    let plane = h * w;
+    let mut out = vec![T::ZERO; n * plane];
+    out.par_chunks_mut(plane.max(1))
+        .enumerate()
+        .for_each(|(batch, out)| {
+            let sample = &x[batch * c * plane..(batch + 1) * c * plane];
+            for channel in 0..c {
+                let values = &sample[channel * plane..(channel + 1) * plane];
+                for (o, &v) in out.iter_mut().zip(values) {
+                    *o += v * v;
+                }
+            }
+            for o in out.iter_mut() {
+                *o = o.sqrt();
+            }
+        });
+    out
+}

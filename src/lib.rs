@@ -14,6 +14,7 @@ pub mod gradcheck;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod rng;
 pub mod singan;
 pub mod tensor;
 

@@ -25,6 +25,15 @@ pub enum CheckCommand {
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceChoice,
     },
+    /// Replay a recorded training trace through this trainer and compare every logged loss
+    /// and final tensor.
+    Trace {
+        /// The trace's `.safetensors` file.
+        file: PathBuf,
+        /// Backend to run the ops on.
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceChoice,
+    },
 }
 
 pub fn run(command: CheckCommand) -> Result<ExitCode, String> {
@@ -36,6 +45,12 @@ pub fn run(command: CheckCommand) -> Result<ExitCode, String> {
         CheckCommand::Fixtures { dir, device } => {
             resolve_device(device)?;
             check_fixtures(&dir)
+        }
+        CheckCommand::Trace { file, device } => {
+            resolve_device(device)?;
+            let report = singan::fixtures::trace::check_trace(&file).map_err(|e| e.to_string())?;
+            print!("{}", report.render());
+            Ok(exit_status(report.passed()))
         }
     }
 }
@@ -84,9 +99,13 @@ fn check_grad() -> Result<ExitCode, String> {
 fn check_fixtures(dir: &std::path::Path) -> Result<ExitCode, String> {
     let report = singan::fixtures::check_dir(dir).map_err(|e| e.to_string())?;
     print!("{}", report.render());
-    Ok(if report.passed() {
+    Ok(exit_status(report.passed()))
+}
+
+fn exit_status(passed: bool) -> ExitCode {
+    if passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    }
 }

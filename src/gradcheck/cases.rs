@@ -81,7 +81,12 @@ impl GradCase {
     /// A short description of the input shapes at `dims`.
     pub fn shape_label(&self, dims: &CaseDims) -> String {
         let setup = self.setup(dims);
-        let mut shapes: Vec<String> = setup.inputs.iter().take(3).map(|t| format!("{:?}", t.dims())).collect();
+        let mut shapes: Vec<String> = setup
+            .inputs
+            .iter()
+            .take(3)
+            .map(|t| format!("{:?}", t.dims()))
+            .collect();
         if setup.inputs.len() > 3 {
             shapes.push(format!("+{} more", setup.inputs.len() - 3));
         }
@@ -105,9 +110,15 @@ fn weighted_loss(
 }
 
 fn conv2d(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn) {
-    let inputs = vec![rng.tensor(&d.input()), rng.tensor(&d.weight()), rng.tensor(&[d.c_out])];
+    let inputs = vec![
+        rng.tensor(&d.input()),
+        rng.tensor(&d.weight()),
+        rng.tensor(&[d.c_out]),
+    ];
     let padding = d.padding;
-    let loss = weighted_loss(rng, &d.conv_out(), move |x| x[0].conv2d(&x[1], Some(&x[2]), padding));
+    let loss = weighted_loss(rng, &d.conv_out(), move |x| {
+        x[0].conv2d(&x[1], Some(&x[2]), padding)
+    });
     (inputs, loss)
 }
 
@@ -135,12 +146,18 @@ fn batch_norm_train(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, 
         *v += 1.0;
     }
     let inputs = vec![rng.tensor(&d.input()), gamma, rng.tensor(&[d.c_in])];
-    let loss = weighted_loss(rng, &d.input(), |x| Ok(x[0].batch_norm_train(&x[1], &x[2], 1e-5)?.0));
+    let loss = weighted_loss(rng, &d.input(), |x| {
+        Ok(x[0].batch_norm_train(&x[1], &x[2], 1e-5)?.0)
+    });
     (inputs, loss)
 }
 
 fn batch_norm_eval(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn) {
-    let inputs = vec![rng.tensor(&d.input()), rng.tensor(&[d.c_in]), rng.tensor(&[d.c_in])];
+    let inputs = vec![
+        rng.tensor(&d.input()),
+        rng.tensor(&[d.c_in]),
+        rng.tensor(&[d.c_in]),
+    ];
     let mean = rng.tensor(&[d.c_in]);
     let var = Tensor::from_vec([d.c_in], (0..d.c_in).map(|_| 0.5 + rng.uniform()).collect())
         .expect("one variance per channel");
@@ -264,7 +281,9 @@ fn crop(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn) {
     let x = rng.tensor(&d.input());
     let (h, w) = (d.h.div_ceil(2), d.w.div_ceil(2));
     let (top, left) = (d.h - h, (d.w - w) / 2);
-    let loss = weighted_loss(rng, &[d.n, d.c_in, h, w], move |x| x[0].crop(top, left, h, w));
+    let loss = weighted_loss(rng, &[d.n, d.c_in, h, w], move |x| {
+        x[0].crop(top, left, h, w)
+    });
     (vec![x], loss)
 }
 
@@ -291,7 +310,9 @@ fn mean(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn) {
 
 fn mean_axes(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn) {
     let x = rng.tensor(&d.input());
-    let loss = weighted_loss(rng, &[1, d.c_in, 1, 1], |x| x[0].mean_axes(&[0, 2, 3])?.square());
+    let loss = weighted_loss(rng, &[1, d.c_in, 1, 1], |x| {
+        x[0].mean_axes(&[0, 2, 3])?.square()
+    });
     (vec![x], loss)
 }
 
@@ -324,7 +345,8 @@ fn mse(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn) {
 fn bce_with_logits(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn) {
     let inputs = vec![rng.tensor(&d.input()), rng.tensor(&d.input())];
     let loss: LossFn = Box::new(|x: &[Var<f64>]| {
-        x[0].bce_with_logits(true)?.add(&x[1].bce_with_logits(false)?)
+        x[0].bce_with_logits(true)?
+            .add(&x[1].bce_with_logits(false)?)
     });
     (inputs, loss)
 }
@@ -366,8 +388,14 @@ fn gradient_penalty(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, 
             h.conv2d(&x[1 + 4 * blocks], Some(&x[2 + 4 * blocks]), 0)
         };
         let score = critic(&x[0])?.sum()?;
-        let input_grad = grad(&[score], &x[..1], None, true)?.remove(0).expect("critic depends on its input");
-        input_grad.channel_norm()?.add_scalar(-1.0)?.square()?.mean()
+        let input_grad = grad(&[score], &x[..1], None, true)?
+            .remove(0)
+            .expect("critic depends on its input");
+        input_grad
+            .channel_norm()?
+            .add_scalar(-1.0)?
+            .square()?
+            .mean()
     });
     (inputs, loss)
 }
@@ -375,7 +403,10 @@ fn gradient_penalty(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, 
 /// Every check, first order for every op and second order for the ops a gradient penalty
 /// differentiates twice.
 pub fn all_cases() -> Vec<GradCase> {
-    let first: [(&'static str, fn(&CaseDims, &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn)); 28] = [
+    let first: [(
+        &'static str,
+        fn(&CaseDims, &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn),
+    ); 28] = [
         ("conv2d", conv2d),
         ("conv2d_input_grad", conv2d_input_grad),
         ("conv2d_weight_grad", conv2d_weight_grad),
@@ -405,7 +436,10 @@ pub fn all_cases() -> Vec<GradCase> {
         ("mse", mse),
         ("bce_with_logits", bce_with_logits),
     ];
-    let second: [(&'static str, fn(&CaseDims, &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn)); 10] = [
+    let second: [(
+        &'static str,
+        fn(&CaseDims, &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn),
+    ); 10] = [
         ("conv2d", conv2d),
         ("conv2d_input_grad", conv2d_input_grad),
         ("conv2d_weight_grad", conv2d_weight_grad),
@@ -419,8 +453,16 @@ pub fn all_cases() -> Vec<GradCase> {
     ];
     let mut cases: Vec<GradCase> = first
         .into_iter()
-        .map(|(name, build)| GradCase { name, order: 1, build })
+        .map(|(name, build)| GradCase {
+            name,
+            order: 1,
+            build,
+        })
         .collect();
-    cases.extend(second.into_iter().map(|(name, build)| GradCase { name, order: 2, build }));
+    cases.extend(second.into_iter().map(|(name, build)| GradCase {
+        name,
+        order: 2,
+        build,
+    }));
     cases
 }

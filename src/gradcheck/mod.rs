@@ -72,11 +72,17 @@ impl CheckReport {
     }
 
     pub fn max_abs_error(&self) -> f64 {
-        self.inputs.iter().map(|r| r.max_abs_error).fold(0.0, f64::max)
+        self.inputs
+            .iter()
+            .map(|r| r.max_abs_error)
+            .fold(0.0, f64::max)
     }
 
     pub fn max_rel_error(&self) -> f64 {
-        self.inputs.iter().map(|r| r.max_rel_error).fold(0.0, f64::max)
+        self.inputs
+            .iter()
+            .map(|r| r.max_rel_error)
+            .fold(0.0, f64::max)
     }
 
     /// Describes the worst element of the first failing input, for assertion messages.
@@ -86,7 +92,13 @@ impl CheckReport {
             Some(r) => format!(
                 "input {} {:?}: element {} analytic {:.12e} numeric {:.12e} \
                  (max abs error {:.3e}, max rel error {:.3e})",
-                r.input, r.dims, r.worst_index, r.analytic, r.numeric, r.max_abs_error, r.max_rel_error
+                r.input,
+                r.dims,
+                r.worst_index,
+                r.analytic,
+                r.numeric,
+                r.max_abs_error,
+                r.max_rel_error
             ),
         }
     }
@@ -122,7 +134,11 @@ pub fn analytic_gradients(loss: &LossFn, inputs: &[Tensor<f64>]) -> Result<Vec<T
 }
 
 /// Computes central differences of `loss` for every element of every input.
-pub fn numeric_gradients(loss: &LossFn, inputs: &[Tensor<f64>], step: f64) -> Result<Vec<Tensor<f64>>> {
+pub fn numeric_gradients(
+    loss: &LossFn,
+    inputs: &[Tensor<f64>],
+    step: f64,
+) -> Result<Vec<Tensor<f64>>> {
     let mut result = Vec::with_capacity(inputs.len());
     for index in 0..inputs.len() {
         let mut grads = vec![0.0; inputs[index].numel()];
@@ -141,8 +157,16 @@ pub fn numeric_gradients(loss: &LossFn, inputs: &[Tensor<f64>], step: f64) -> Re
 }
 
 /// Compares an analytic gradient with a numeric one under `settings`.
-pub fn compare(input: usize, analytic: &Tensor<f64>, numeric: &Tensor<f64>, settings: &CheckSettings) -> InputReport {
-    let scale = numeric.as_slice().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+pub fn compare(
+    input: usize,
+    analytic: &Tensor<f64>,
+    numeric: &Tensor<f64>,
+    settings: &CheckSettings,
+) -> InputReport {
+    let scale = numeric
+        .as_slice()
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
     let mut report = InputReport {
         input,
         dims: analytic.dims().to_vec(),
@@ -154,14 +178,23 @@ pub fn compare(input: usize, analytic: &Tensor<f64>, numeric: &Tensor<f64>, sett
         passed: true,
     };
     let mut worst_excess = f64::NEG_INFINITY;
-    for (index, (&a, &n)) in analytic.as_slice().iter().zip(numeric.as_slice()).enumerate() {
+    for (index, (&a, &n)) in analytic
+        .as_slice()
+        .iter()
+        .zip(numeric.as_slice())
+        .enumerate()
+    {
         let error = (a - n).abs();
         let excess = error - (settings.atol + settings.rtol * scale);
         if error > report.max_abs_error || error.is_nan() {
             report.max_abs_error = error;
         }
         if excess > worst_excess || error.is_nan() {
-            worst_excess = if error.is_nan() { f64::INFINITY } else { excess };
+            worst_excess = if error.is_nan() {
+                f64::INFINITY
+            } else {
+                excess
+            };
             report.worst_index = index;
             report.analytic = a;
             report.numeric = n;
@@ -247,7 +280,9 @@ impl SeededNormal {
 
     /// Returns a tensor of `dims` with standard normal entries.
     pub fn tensor(&mut self, dims: &[usize]) -> Tensor<f64> {
-        let values: Vec<f64> = (0..dims.iter().product::<usize>()).map(|_| self.normal()).collect();
+        let values: Vec<f64> = (0..dims.iter().product::<usize>())
+            .map(|_| self.normal())
+            .collect();
         Tensor::from_vec(dims, values).expect("element count matches dims")
     }
 

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// A 2-D convolution layer with weight `(C_out, C_in, K, K)` and bias `(C_out)`.
+#[derive(Clone)]
 pub struct Conv2d<T: Element> {
     pub weight: Param<T>,
     pub bias: Param<T>,
@@ -17,7 +18,10 @@ impl<T: Element> Conv2d<T> {
     /// Creates a layer named `prefix` with zero weights; see [`Conv2d::init_normal`].
     pub fn new(prefix: &str, c_in: usize, c_out: usize, kernel: usize, padding: usize) -> Self {
         Conv2d {
-            weight: Param::new(format!("{prefix}.weight"), Tensor::zeros([c_out, c_in, kernel, kernel])),
+            weight: Param::new(
+                format!("{prefix}.weight"),
+                Tensor::zeros([c_out, c_in, kernel, kernel]),
+            ),
             bias: Param::new(format!("{prefix}.bias"), Tensor::zeros([c_out])),
             padding,
         }
@@ -27,9 +31,13 @@ impl<T: Element> Conv2d<T> {
     /// the bias.
     pub fn init_normal(&mut self, std: f64, normal: &mut dyn FnMut() -> f64) -> Result<()> {
         let dims = self.weight.value().dims().to_vec();
-        let values: Vec<f64> = (0..self.weight.value().numel()).map(|_| std * normal()).collect();
-        self.weight.set_value(Tensor::from_f64_slice(dims, &values)?)?;
-        self.bias.set_value(Tensor::zeros(self.bias.value().shape()))
+        let values: Vec<f64> = (0..self.weight.value().numel())
+            .map(|_| std * normal())
+            .collect();
+        self.weight
+            .set_value(Tensor::from_f64_slice(dims, &values)?)?;
+        self.bias
+            .set_value(Tensor::zeros(self.bias.value().shape()))
     }
 
     pub fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
@@ -73,6 +81,7 @@ impl<T: Element> Module<T> for Conv2d<T> {
 /// `running = (1 - momentum) * running + momentum * batch`, using the unbiased variance
 /// `var * m / (m - 1)` with `m = N * H * W` (the biased one when `m = 1`). In inference mode
 /// the running statistics normalise.
+#[derive(Clone)]
 pub struct BatchNorm2d<T: Element> {
     pub weight: Param<T>,
     pub bias: Param<T>,
@@ -105,7 +114,8 @@ impl<T: Element> BatchNorm2d<T> {
     pub fn init_normal(&mut self, std: f64, normal: &mut dyn FnMut() -> f64) -> Result<()> {
         let channels = self.weight.value().numel();
         let values: Vec<f64> = (0..channels).map(|_| 1.0 + std * normal()).collect();
-        self.weight.set_value(Tensor::from_f64_slice([channels], &values)?)?;
+        self.weight
+            .set_value(Tensor::from_f64_slice([channels], &values)?)?;
         self.bias.set_value(Tensor::zeros([channels]))
     }
 
@@ -167,8 +177,10 @@ impl<T: Element> Module<T> for BatchNorm2d<T> {
     fn load_state(&mut self, lookup: &dyn Fn(&str) -> Option<Tensor<T>>) -> Result<()> {
         let channels = self.weight.value().numel();
         let p = self.prefix.clone();
-        self.weight.set_value(load_tensor(lookup, &format!("{p}.weight"), &[channels])?)?;
-        self.bias.set_value(load_tensor(lookup, &format!("{p}.bias"), &[channels])?)?;
+        self.weight
+            .set_value(load_tensor(lookup, &format!("{p}.weight"), &[channels])?)?;
+        self.bias
+            .set_value(load_tensor(lookup, &format!("{p}.bias"), &[channels])?)?;
         // Exports of trainable parameters alone carry no running statistics; the current ones
         // are kept then.
         if lookup(&format!("{p}.running_mean")).is_some() {
@@ -188,6 +200,7 @@ impl<T: Element> Module<T> for BatchNorm2d<T> {
 }
 
 /// Convolution, batch norm and leaky ReLU (slope 0.2), named `conv` and `batch_norm`.
+#[derive(Clone)]
 pub struct ConvBlock<T: Element> {
     pub conv: Conv2d<T>,
     pub batch_norm: BatchNorm2d<T>,

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// A named trainable tensor.
+#[derive(Clone)]
 pub struct Param<T: Element> {
     name: String,
     var: Var<T>,
@@ -99,7 +100,8 @@ pub(crate) fn load_tensor<T: Element>(
     name: &str,
     dims: &[usize],
 ) -> Result<Tensor<T>> {
-    let tensor = lookup(name).ok_or_else(|| Error::Message(format!("state tensor {name} is missing")))?;
+    let tensor =
+        lookup(name).ok_or_else(|| Error::Message(format!("state tensor {name} is missing")))?;
     if tensor.dims() != dims {
         return Err(Error::shape(
             "load_state",

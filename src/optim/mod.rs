@@ -43,8 +43,14 @@ impl<T: Element> Adam<T> {
         Adam {
             config,
             step: 0,
-            first_moment: params.iter().map(|p| Tensor::zeros(p.value().shape())).collect(),
-            second_moment: params.iter().map(|p| Tensor::zeros(p.value().shape())).collect(),
+            first_moment: params
+                .iter()
+                .map(|p| Tensor::zeros(p.value().shape()))
+                .collect(),
+            second_moment: params
+                .iter()
+                .map(|p| Tensor::zeros(p.value().shape()))
+                .collect(),
         }
     }
 
@@ -55,7 +61,11 @@ impl<T: Element> Adam<T> {
 
     /// Updates every parameter from its gradient; a `None` gradient counts as zero, as for a
     /// parameter the loss does not reach.
-    pub fn step(&mut self, params: &mut [&mut Param<T>], grads: &[Option<Tensor<T>>]) -> Result<()> {
+    pub fn step(
+        &mut self,
+        params: &mut [&mut Param<T>],
+        grads: &[Option<Tensor<T>>],
+    ) -> Result<()> {
         if params.len() != self.first_moment.len() || grads.len() != params.len() {
             return Err(Error::invalid(
                 "Adam::step",

@@ -19,14 +19,22 @@ pub fn gradient_penalty<T: Element>(
     alpha: &Var<T>,
 ) -> Result<(Var<T>, Var<T>)> {
     let mixed = crate::autograd::no_grad(|| -> Result<Var<T>> {
-        alpha.mul(real)?.add(&alpha.neg()?.add_scalar(1.0)?.mul(fake)?)
+        alpha
+            .mul(real)?
+            .add(&alpha.neg()?.add_scalar(1.0)?.mul(fake)?)
     })?;
     // A fresh leaf, so the penalty's graph starts at the interpolated image.
     let interpolated = Var::param(mixed.value().clone());
     let score = critic.forward(&interpolated)?.sum()?;
     let input_grad = grad(&[score], std::slice::from_ref(&interpolated), None, true)?
         .remove(0)
-        .ok_or_else(|| Error::Autograd("the critic's output does not depend on its input".into()))?;
-    let penalty = input_grad.channel_norm()?.add_scalar(-1.0)?.square()?.mean()?;
+        .ok_or_else(|| {
+            Error::Autograd("the critic's output does not depend on its input".into())
+        })?;
+    let penalty = input_grad
+        .channel_norm()?
+        .add_scalar(-1.0)?
+        .square()?
+        .mean()?;
     Ok((penalty, input_grad))
 }

@@ -1,4 +1,11 @@
 //! SinGAN: a pyramid of small fully convolutional GANs learnt from one image.
+//!
+//! Scales are numbered from 0 (coarsest) to N (finest, the training image after its first
+//! resize).
 
+pub mod image_io;
+pub mod imresize;
 pub mod loss;
 pub mod model;
+pub mod pyramid;
+pub mod step;

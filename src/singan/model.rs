@@ -57,10 +57,18 @@ fn blocks_from_state<T: Element>(
     let mut blocks = Vec::new();
     while let Some(weight) = lookup(&format!("features.{}.conv.weight", blocks.len())) {
         let [c_out, c_in, k, _] = weight.dims4("load_state", "convolution weight")?;
-        blocks.push(ConvBlock::new(&format!("features.{}", blocks.len()), c_in, c_out, k, padding));
+        blocks.push(ConvBlock::new(
+            &format!("features.{}", blocks.len()),
+            c_in,
+            c_out,
+            k,
+            padding,
+        ));
     }
     if blocks.is_empty() {
-        return Err(Error::Message("state has no features.0.conv.weight".to_string()));
+        return Err(Error::Message(
+            "state has no features.0.conv.weight".to_string(),
+        ));
     }
     Ok(blocks)
 }
@@ -83,20 +91,25 @@ macro_rules! impl_network_module {
     ($name:ident, $last:ident) => {
         impl<T: Element> Module<T> for $name<T> {
             fn params(&self) -> Vec<&Param<T>> {
-                let mut params: Vec<&Param<T>> = self.blocks.iter().flat_map(|b| b.params()).collect();
+                let mut params: Vec<&Param<T>> =
+                    self.blocks.iter().flat_map(|b| b.params()).collect();
                 params.extend(self.$last.params());
                 params
             }
 
             fn params_mut(&mut self) -> Vec<&mut Param<T>> {
-                let mut params: Vec<&mut Param<T>> =
-                    self.blocks.iter_mut().flat_map(|b| b.params_mut()).collect();
+                let mut params: Vec<&mut Param<T>> = self
+                    .blocks
+                    .iter_mut()
+                    .flat_map(|b| b.params_mut())
+                    .collect();
                 params.extend(self.$last.params_mut());
                 params
             }
 
             fn state(&self) -> Vec<(String, Tensor<T>)> {
-                let mut state: Vec<(String, Tensor<T>)> = self.blocks.iter().flat_map(|b| b.state()).collect();
+                let mut state: Vec<(String, Tensor<T>)> =
+                    self.blocks.iter().flat_map(|b| b.state()).collect();
                 state.extend(self.$last.state());
                 state
             }
@@ -128,6 +141,7 @@ macro_rules! impl_network_module {
 
 /// The patch critic: maps `(N, 3, H, W)` to a score map `(N, 1, H - 2b, W - 2b)`, where `b` is
 /// [`NetConfig::border`].
+#[derive(Clone)]
 pub struct Discriminator<T: Element> {
     pub blocks: Vec<ConvBlock<T>>,
     pub classifier: Conv2d<T>,
@@ -141,7 +155,13 @@ impl<T: Element> Discriminator<T> {
             .iter()
             .enumerate()
             .map(|(i, &(c_in, c_out))| {
-                ConvBlock::new(&format!("features.{i}"), c_in, c_out, config.kernel_size, config.padding)
+                ConvBlock::new(
+                    &format!("features.{i}"),
+                    c_in,
+                    c_out,
+                    config.kernel_size,
+                    config.padding,
+                )
             })
             .collect();
         Discriminator {
@@ -182,6 +202,7 @@ impl_network_module!(Discriminator, classifier);
 
 /// The generator of one scale: `G(z, prev) = prev + tanh(net(zero_pad(z, b)))`, where `b` is
 /// [`NetConfig::border`], so the output has the size of `prev`.
+#[derive(Clone)]
 pub struct Generator<T: Element> {
     pub blocks: Vec<ConvBlock<T>>,
     pub features_to_image: Conv2d<T>,
@@ -197,12 +218,24 @@ impl<T: Element> Generator<T> {
             .iter()
             .enumerate()
             .map(|(i, &(c_in, c_out))| {
-                ConvBlock::new(&format!("features.{i}"), c_in, c_out, config.kernel_size, config.padding)
+                ConvBlock::new(
+                    &format!("features.{i}"),
+                    c_in,
+                    c_out,
+                    config.kernel_size,
+                    config.padding,
+                )
             })
             .collect();
         Generator {
             blocks,
-            features_to_image: Conv2d::new("features_to_image.0", last, 3, config.kernel_size, config.padding),
+            features_to_image: Conv2d::new(
+                "features_to_image.0",
+                last,
+                3,
+                config.kernel_size,
+                config.padding,
+            ),
             input_padding: config.border(),
         }
     }

@@ -59,7 +59,9 @@ impl<T: Element> Var<T> {
             positive + (-x.abs()).exp().ln_1p()
         });
         Ok(Var::from_op("softplus", value, &[self], |args| {
-            Ok(vec![Some(args.grad_output.mul(&args.inputs[0].sigmoid()?)?)])
+            Ok(vec![Some(
+                args.grad_output.mul(&args.inputs[0].sigmoid()?)?,
+            )])
         }))
     }
 }
@@ -69,7 +71,11 @@ fn leaky_mask_mul<T: Element>(g: &Var<T>, x: &Tensor<T>, slope: f64) -> Var<T> {
     let value = leaky_mask_values(g.value(), x, T::from_f64(slope));
     let mask_input = x.clone();
     Var::from_op("leaky_relu_backward", value, &[g], move |args| {
-        Ok(vec![Some(leaky_mask_mul(args.grad_output, &mask_input, slope))])
+        Ok(vec![Some(leaky_mask_mul(
+            args.grad_output,
+            &mask_input,
+            slope,
+        ))])
     })
 }
 

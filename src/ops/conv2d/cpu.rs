@@ -66,7 +66,8 @@ fn im2col<T: Element>(image: &[T], g: &ConvGeometry, first: usize, len: usize, c
                     if in_row < 0 || in_row >= h_in {
                         target.fill(T::ZERO);
                     } else {
-                        let source = &plane[in_row as usize * g.w_in..(in_row as usize + 1) * g.w_in];
+                        let source =
+                            &plane[in_row as usize * g.w_in..(in_row as usize + 1) * g.w_in];
                         let offset = kj as isize - g.pad_w;
                         for (step, value) in target.iter_mut().enumerate() {
                             let in_col = (out_col + step) as isize + offset;
@@ -105,7 +106,13 @@ pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
             let first = chunk * COLUMNS_PER_TASK;
             let len = COLUMNS_PER_TASK.min(columns - first);
             let mut col = vec![T::ZERO; patch_len * len];
-            im2col(&x[image * image_len..(image + 1) * image_len], g, first, len, &mut col);
+            im2col(
+                &x[image * image_len..(image + 1) * image_len],
+                g,
+                first,
+                len,
+                &mut col,
+            );
             let mut block = vec![T::ZERO; g.c_out * len];
             T::gemm(
                 g.c_out,
@@ -138,7 +145,13 @@ pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
 
 /// Returns the weight rearranged for the input gradient: `(c_in, c_out, k_h, k_w)`, each kernel
 /// rotated by 180 degrees.
-fn flip_transpose<T: Element>(weight: &[T], c_out: usize, c_in: usize, k_h: usize, k_w: usize) -> Vec<T> {
+fn flip_transpose<T: Element>(
+    weight: &[T],
+    c_out: usize,
+    c_in: usize,
+    k_h: usize,
+    k_w: usize,
+) -> Vec<T> {
     let mut out = vec![T::ZERO; weight.len()];
     for o in 0..c_out {
         for i in 0..c_in {
@@ -194,7 +207,13 @@ pub fn weight_grad<T: Element>(x: &[T], grad_output: &[T], g: &ConvGeometry) -> 
             let first = chunk * chunk_len;
             let len = chunk_len.min(columns - first);
             let mut col = vec![T::ZERO; patch_len * len];
-            im2col(&x[image * image_len..(image + 1) * image_len], g, first, len, &mut col);
+            im2col(
+                &x[image * image_len..(image + 1) * image_len],
+                g,
+                first,
+                len,
+                &mut col,
+            );
             let grad_block = &grad_output[image * g.c_out * columns + first..];
             let mut partial = vec![T::ZERO; weight_len];
             T::gemm(
@@ -229,7 +248,14 @@ pub mod reference {
     use crate::element::Element;
 
     /// Reads `x[image, channel, row, col]`, or 0 outside the image.
-    fn at<T: Element>(x: &[T], g: &ConvGeometry, image: usize, channel: usize, row: isize, col: isize) -> T {
+    fn at<T: Element>(
+        x: &[T],
+        g: &ConvGeometry,
+        image: usize,
+        channel: usize,
+        row: isize,
+        col: isize,
+    ) -> T {
         if row < 0 || col < 0 || row >= g.h_in as isize || col >= g.w_in as isize {
             return T::ZERO;
         }
@@ -277,11 +303,16 @@ pub mod reference {
                                 for kj in 0..g.k_w {
                                     let row = a as isize + ki as isize - g.pad_h;
                                     let col = b as isize + kj as isize - g.pad_w;
-                                    if row < 0 || col < 0 || row >= g.h_in as isize || col >= g.w_in as isize {
+                                    if row < 0
+                                        || col < 0
+                                        || row >= g.h_in as isize
+                                        || col >= g.w_in as isize
+                                    {
                                         continue;
                                     }
                                     let w = weight[((o * g.c_in + i) * g.k_h + ki) * g.k_w + kj];
-                                    let index = ((n * g.c_in + i) * g.h_in + row as usize) * g.w_in + col as usize;
+                                    let index = ((n * g.c_in + i) * g.h_in + row as usize) * g.w_in
+                                        + col as usize;
                                     grad_input[index] += gy * w;
                                 }
                             }
@@ -307,7 +338,8 @@ pub mod reference {
                                 for b in 0..w_out {
                                     let row = a as isize + ki as isize - g.pad_h;
                                     let col = b as isize + kj as isize - g.pad_w;
-                                    let gy = grad_output[((n * g.c_out + o) * h_out + a) * w_out + b];
+                                    let gy =
+                                        grad_output[((n * g.c_out + o) * h_out + a) * w_out + b];
                                     total += gy * at(x, g, n, i, row, col);
                                 }
                             }

@@ -21,11 +21,20 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// Checks an input and weight pair and returns the geometry of their convolution.
-fn geometry(op: &'static str, input: &[usize], weight: &[usize], padding: usize) -> Result<ConvGeometry> {
+fn geometry(
+    op: &'static str,
+    input: &[usize],
+    weight: &[usize],
+    padding: usize,
+) -> Result<ConvGeometry> {
     let [n, c_in, h_in, w_in] = <[usize; 4]>::try_from(input)
         .map_err(|_| Error::shape(op, "input must have 4 dims (N, C_in, H, W)", &[input]))?;
     let [c_out, weight_c_in, k_h, k_w] = <[usize; 4]>::try_from(weight).map_err(|_| {
-        Error::shape(op, "weight must have 4 dims (C_out, C_in, K_h, K_w)", &[weight])
+        Error::shape(
+            op,
+            "weight must have 4 dims (C_out, C_in, K_h, K_w)",
+            &[weight],
+        )
     })?;
     if c_in != weight_c_in {
         return Err(Error::shape(
@@ -93,20 +102,25 @@ fn conv2d_no_bias<T: Element>(input: &Var<T>, weight: &Var<T>, padding: usize) -
     let value = Tensor::from_vec([g.n, g.c_out, g.h_out(), g.w_out()], data)?;
     let (h_in, w_in) = (g.h_in, g.w_in);
     let (k_h, k_w) = (g.k_h, g.k_w);
-    Ok(Var::from_op("conv2d", value, &[input, weight], move |args| {
-        let (x, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
-        let grad_input = if args.needs[0] {
-            Some(conv2d_input_grad(g, w, padding, (h_in, w_in))?)
-        } else {
-            None
-        };
-        let grad_weight = if args.needs[1] {
-            Some(conv2d_weight_grad(x, g, padding, (k_h, k_w))?)
-        } else {
-            None
-        };
-        Ok(vec![grad_input, grad_weight])
-    }))
+    Ok(Var::from_op(
+        "conv2d",
+        value,
+        &[input, weight],
+        move |args| {
+            let (x, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
+            let grad_input = if args.needs[0] {
+                Some(conv2d_input_grad(g, w, padding, (h_in, w_in))?)
+            } else {
+                None
+            };
+            let grad_weight = if args.needs[1] {
+                Some(conv2d_weight_grad(x, g, padding, (k_h, k_w))?)
+            } else {
+                None
+            };
+            Ok(vec![grad_input, grad_weight])
+        },
+    ))
 }
 
 /// Computes the gradient of `conv2d(x, weight, padding)` with respect to `x`, where `x` is
@@ -128,25 +142,39 @@ pub fn conv2d_input_grad<T: Element>(
             ))
         }
     };
-    let g = geometry(op, &[n, c_in, input_hw.0, input_hw.1], weight.dims(), padding)?;
+    let g = geometry(
+        op,
+        &[n, c_in, input_hw.0, input_hw.1],
+        weight.dims(),
+        padding,
+    )?;
     check_grad_output(op, grad_output.dims(), &g)?;
-    let data = cpu::input_grad(grad_output.value().as_slice(), weight.value().as_slice(), &g);
+    let data = cpu::input_grad(
+        grad_output.value().as_slice(),
+        weight.value().as_slice(),
+        &g,
+    );
     let value = Tensor::from_vec([g.n, g.c_in, g.h_in, g.w_in], data)?;
     let (k_h, k_w) = (g.k_h, g.k_w);
-    Ok(Var::from_op(op, value, &[grad_output, weight], move |args| {
-        let (gy, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
-        let grad_gy = if args.needs[0] {
-            Some(g.conv2d(w, None, padding)?)
-        } else {
-            None
-        };
-        let grad_weight = if args.needs[1] {
-            Some(conv2d_weight_grad(g, gy, padding, (k_h, k_w))?)
-        } else {
-            None
-        };
-        Ok(vec![grad_gy, grad_weight])
-    }))
+    Ok(Var::from_op(
+        op,
+        value,
+        &[grad_output, weight],
+        move |args| {
+            let (gy, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
+            let grad_gy = if args.needs[0] {
+                Some(g.conv2d(w, None, padding)?)
+            } else {
+                None
+            };
+            let grad_weight = if args.needs[1] {
+                Some(conv2d_weight_grad(g, gy, padding, (k_h, k_w))?)
+            } else {
+                None
+            };
+            Ok(vec![grad_gy, grad_weight])
+        },
+    ))
 }
 
 /// Computes the gradient of `conv2d(input, w, padding)` with respect to a `kernel_hw` weight `w`,
@@ -174,18 +202,23 @@ pub fn conv2d_weight_grad<T: Element>(
     let data = cpu::weight_grad(input.value().as_slice(), grad_output.value().as_slice(), &g);
     let value = Tensor::from_vec(weight_dims, data)?;
     let (h_in, w_in) = (g.h_in, g.w_in);
-    Ok(Var::from_op(op, value, &[input, grad_output], move |args| {
-        let (x, gy, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
-        let grad_input = if args.needs[0] {
-            Some(conv2d_input_grad(gy, g, padding, (h_in, w_in))?)
-        } else {
-            None
-        };
-        let grad_gy = if args.needs[1] {
-            Some(x.conv2d(g, None, padding)?)
-        } else {
-            None
-        };
-        Ok(vec![grad_input, grad_gy])
-    }))
+    Ok(Var::from_op(
+        op,
+        value,
+        &[input, grad_output],
+        move |args| {
+            let (x, gy, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
+            let grad_input = if args.needs[0] {
+                Some(conv2d_input_grad(gy, g, padding, (h_in, w_in))?)
+            } else {
+                None
+            };
+            let grad_gy = if args.needs[1] {
+                Some(x.conv2d(g, None, padding)?)
+            } else {
+                None
+            };
+            Ok(vec![grad_input, grad_gy])
+        },
+    ))
 }

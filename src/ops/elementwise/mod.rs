@@ -48,14 +48,7 @@ fn binary_values<T: Element>(op: BinaryOp, a: &Tensor<T>, b: &Tensor<T>) -> Resu
         return Tensor::from_vec(a.shape(), data);
     }
     let out_dims = broadcast_shape(op.label(), a.dims(), b.dims())?;
-    let data = cpu::broadcast_map(
-        a.as_slice(),
-        a.dims(),
-        b.as_slice(),
-        b.dims(),
-        &out_dims,
-        f,
-    );
+    let data = cpu::broadcast_map(a.as_slice(), a.dims(), b.as_slice(), b.dims(), &out_dims, f);
     Tensor::from_vec(out_dims, data)
 }
 
@@ -178,7 +171,10 @@ impl<T: Element> Var<T> {
     /// The derivative is `-1 / x^2 = -y^2` where `x > 0` and 0 elsewhere, so it stays finite at
     /// zero; the channel norm uses this to give a zero vector a zero gradient.
     pub fn reciprocal_or_zero(&self) -> Result<Var<T>> {
-        let value = map_values(self.value(), |x| if x > T::ZERO { T::ONE / x } else { T::ZERO });
+        let value = map_values(
+            self.value(),
+            |x| if x > T::ZERO { T::ONE / x } else { T::ZERO },
+        );
         Ok(Var::from_op("reciprocal_or_zero", value, &[self], |args| {
             let grad = args.grad_output.mul(&args.output.square()?)?.neg()?;
             Ok(vec![Some(grad)])

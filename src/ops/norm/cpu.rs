@@ -15,7 +15,13 @@ pub struct ChannelStats<T> {
 }
 
 /// Calls `f(image, plane)` for every `(h, w)` plane of `channel` in an `(n, c, h*w)` buffer.
-fn for_planes<'a, T>(x: &'a [T], c: usize, plane: usize, channel: usize, mut f: impl FnMut(usize, &'a [T])) {
+fn for_planes<'a, T>(
+    x: &'a [T],
+    c: usize,
+    plane: usize,
+    channel: usize,
+    mut f: impl FnMut(usize, &'a [T]),
+) {
     let n = x.len() / (c * plane).max(1);
     for image in 0..n {
         let start = (image * c + channel) * plane;
@@ -27,20 +33,24 @@ fn for_planes<'a, T>(x: &'a [T], c: usize, plane: usize, channel: usize, mut f: 
 pub fn channel_stats<T: Element>(x: &[T], dims: [usize; 4]) -> ChannelStats<T> {
     let [n, c, h, w] = dims;
     let plane = h * w;
-    let count = T::from_f64((n * plane) as f64);
+    let count = (n * plane) as f64;
     let stats: Vec<(T, T)> = (0..c)
         .into_par_iter()
         .map(|channel| {
-            let mut total = T::ZERO;
-            for_planes(x, c, plane, channel, |_, values| total += values.iter().copied().sum());
+            // Sums run in f64 so the statistics of a large f32 channel keep f32 accuracy.
+            let mut total = 0.0f64;
+            for_planes(x, c, plane, channel, |_, values| {
+                total += values.iter().map(|v| v.to_f64()).sum::<f64>()
+            });
             let mean = total / count;
-            let mut squares = T::ZERO;
+            let mut squares = 0.0f64;
             for_planes(x, c, plane, channel, |_, values| {
                 for &v in values {
-                    squares += (v - mean) * (v - mean);
+                    let d = v.to_f64() - mean;
+                    squares += d * d;
                 }
             });
-            (mean, squares / count)
+            (T::from_f64(mean), T::from_f64(squares / count))
         })
         .collect();
     ChannelStats {
@@ -95,16 +105,22 @@ pub fn backward<T: Element>(
     let sums: Vec<(T, T)> = (0..c)
         .into_par_iter()
         .map(|channel| {
-            let (mean, inv_std) = (stats.mean[channel], T::ONE / (stats.var[channel] + eps).sqrt());
-            let (mut sum_g, mut sum_g_xhat) = (T::ZERO, T::ZERO);
+            let (mean, inv_std) = (
+                stats.mean[channel],
+                T::ONE / (stats.var[channel] + eps).sqrt(),
+            );
+            let (mut sum_g, mut sum_g_xhat) = (0.0f64, 0.0f64);
             for image in 0..n {
                 let start = (image * c + channel) * plane;
-                for (&g, &v) in grad_output[start..start + plane].iter().zip(&x[start..start + plane]) {
-                    sum_g += g;
-                    sum_g_xhat += g * (v - mean) * inv_std;
+                for (&g, &v) in grad_output[start..start + plane]
+                    .iter()
+                    .zip(&x[start..start + plane])
+                {
+                    sum_g += g.to_f64();
+                    sum_g_xhat += (g * (v - mean) * inv_std).to_f64();
                 }
             }
-            (sum_g, sum_g_xhat)
+            (T::from_f64(sum_g), T::from_f64(sum_g_xhat))
         })
         .collect();
 
@@ -116,7 +132,10 @@ pub fn backward<T: Element>(
             .for_each(|(index, out)| {
                 let channel = index % c;
                 let start = index * plane;
-                let (mean, inv_std) = (stats.mean[channel], T::ONE / (stats.var[channel] + eps).sqrt());
+                let (mean, inv_std) = (
+                    stats.mean[channel],
+                    T::ONE / (stats.var[channel] + eps).sqrt(),
+                );
                 let (sum_g, sum_g_xhat) = sums[channel];
                 let (mean_g, mean_g_xhat) = (sum_g / count, sum_g_xhat / count);
                 let factor = weight[channel] * inv_std;

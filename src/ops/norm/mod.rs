@@ -55,7 +55,10 @@ fn backward_taped<T: Element>(
     let inner = grad_output.sub(&mean_g)?.sub(&x_hat.mul(&mean_g_xhat)?)?;
     let grad_input = inner.mul(&inv_std)?.mul(&weight.reshape(&per_channel)?)?;
 
-    let grad_weight = grad_output.mul(&x_hat)?.sum_axes(&[0, 2, 3])?.reshape(&[channels])?;
+    let grad_weight = grad_output
+        .mul(&x_hat)?
+        .sum_axes(&[0, 2, 3])?
+        .reshape(&[channels])?;
     let grad_bias = grad_output.sum_axes(&[0, 2, 3])?.reshape(&[channels])?;
     Ok([grad_input, grad_weight, grad_bias])
 }
@@ -90,27 +93,32 @@ impl<T: Element> Var<T> {
         let value = Tensor::from_vec(self.shape(), data)?;
 
         let saved = stats.clone();
-        let out = Var::from_op("batch_norm_train", value, &[self, weight, bias], move |args| {
-            let (x, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
-            let [grad_input, grad_weight, grad_bias] = if is_grad_enabled() {
-                backward_taped(x, w, g, eps)?
-            } else {
-                let grads = cpu::backward(
-                    x.value().as_slice(),
-                    g.value().as_slice(),
-                    dims,
-                    w.value().as_slice(),
-                    &saved,
-                    e,
-                );
-                [
-                    Var::constant(Tensor::from_vec(x.shape(), grads.grad_input)?),
-                    Var::constant(Tensor::from_vec([dims[1]], grads.grad_weight)?),
-                    Var::constant(Tensor::from_vec([dims[1]], grads.grad_bias)?),
-                ]
-            };
-            Ok(vec![Some(grad_input), Some(grad_weight), Some(grad_bias)])
-        });
+        let out = Var::from_op(
+            "batch_norm_train",
+            value,
+            &[self, weight, bias],
+            move |args| {
+                let (x, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
+                let [grad_input, grad_weight, grad_bias] = if is_grad_enabled() {
+                    backward_taped(x, w, g, eps)?
+                } else {
+                    let grads = cpu::backward(
+                        x.value().as_slice(),
+                        g.value().as_slice(),
+                        dims,
+                        w.value().as_slice(),
+                        &saved,
+                        e,
+                    );
+                    [
+                        Var::constant(Tensor::from_vec(x.shape(), grads.grad_input)?),
+                        Var::constant(Tensor::from_vec([dims[1]], grads.grad_weight)?),
+                        Var::constant(Tensor::from_vec([dims[1]], grads.grad_bias)?),
+                    ]
+                };
+                Ok(vec![Some(grad_input), Some(grad_weight), Some(grad_bias)])
+            },
+        );
         Ok((out, stats))
     }
 
@@ -138,6 +146,8 @@ impl<T: Element> Var<T> {
         let inv_std = Var::constant(Tensor::from_vec(per_channel, inv_std)?);
         let mean = Var::constant(running_mean.reshape(per_channel)?);
         let scale = weight.reshape(&per_channel)?.mul(&inv_std)?;
-        self.sub(&mean)?.mul(&scale)?.add(&bias.reshape(&per_channel)?)
+        self.sub(&mean)?
+            .mul(&scale)?
+            .add(&bias.reshape(&per_channel)?)
     }
 }

@@ -41,7 +41,7 @@ pub fn sum_to<T: Element>(x: &[T], x_dims: &[usize], target: &[usize]) -> Vec<T>
         .collect();
     partials
         .chunks(chunks)
-        .map(|chunk_sums| chunk_sums.iter().copied().sum())
+        .map(|chunk_sums| T::from_f64(chunk_sums.iter().map(|v| v.to_f64()).sum()))
         .collect()
 }
 
@@ -75,13 +75,21 @@ fn sum_range<T: Element>(
     }
     let mut offset = base + offset_of(start, reduced);
     let (inner_dim, inner_stride) = reduced[rank - 1];
-    let mut total = T::ZERO;
+    // Accumulate in f64 so a long f32 reduction keeps f32 accuracy in its result.
+    let mut total = 0.0f64;
     let mut remaining = end - start;
     while remaining > 0 {
         // Run along the innermost reduced axis, then carry into the outer ones.
         let run = (inner_dim - index[rank - 1]).min(remaining);
-        for step in 0..run {
-            total += x[offset + step * inner_stride];
+        if inner_stride == 1 {
+            total += x[offset..offset + run]
+                .iter()
+                .map(|v| v.to_f64())
+                .sum::<f64>();
+        } else {
+            for step in 0..run {
+                total += x[offset + step * inner_stride].to_f64();
+            }
         }
         remaining -= run;
         offset += run * inner_stride;
@@ -95,7 +103,7 @@ fn sum_range<T: Element>(
             axis -= 1;
         }
     }
-    total
+    T::from_f64(total)
 }
 
 /// Computes the L2 norm over axis 1 of an `(n, c, h, w)` buffer, giving `(n, 1, h, w)`.

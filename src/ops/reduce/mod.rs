@@ -110,7 +110,11 @@ impl<T: Element> Var<T> {
     /// Returns the mean of all elements, with shape `[1]`.
     pub fn mean(&self) -> Result<Var<T>> {
         if self.numel() == 0 {
-            return Err(Error::shape("mean", "the mean of no elements is undefined", &[self.dims()]));
+            return Err(Error::shape(
+                "mean",
+                "the mean of no elements is undefined",
+                &[self.dims()],
+            ));
         }
         self.sum()?.mul_scalar(1.0 / self.numel() as f64)
     }
@@ -126,7 +130,11 @@ impl<T: Element> Var<T> {
         let target = reduced_dims("mean_axes", self.dims(), axes)?;
         let count = self.numel() / target.iter().product::<usize>().max(1);
         if count == 0 {
-            return Err(Error::shape("mean_axes", "the mean of no elements is undefined", &[self.dims()]));
+            return Err(Error::shape(
+                "mean_axes",
+                "the mean of no elements is undefined",
+                &[self.dims()],
+            ));
         }
         self.sum_to(&target)?.mul_scalar(1.0 / count as f64)
     }

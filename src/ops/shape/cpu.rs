@@ -17,7 +17,10 @@ pub struct Margins {
 /// Zero-pads every `(h, w)` plane of an `(n, c, h, w)` buffer by `margins`.
 pub fn pad<T: Element>(x: &[T], dims: [usize; 4], margins: Margins) -> Vec<T> {
     let [n, c, h, w] = dims;
-    let (h_out, w_out) = (h + margins.top + margins.bottom, w + margins.left + margins.right);
+    let (h_out, w_out) = (
+        h + margins.top + margins.bottom,
+        w + margins.left + margins.right,
+    );
     let mut out = vec![T::ZERO; n * c * h_out * w_out];
     if h_out * w_out == 0 {
         return out;

@@ -60,9 +60,7 @@ impl<T: Element> Var<T> {
         if top + h > h_in || left + w > w_in {
             return Err(Error::shape(
                 "crop",
-                format!(
-                    "the window of {h}x{w} at ({top}, {left}) does not fit in {h_in}x{w_in}"
-                ),
+                format!("the window of {h}x{w} at ({top}, {left}) does not fit in {h_in}x{w_in}"),
                 &[self.dims()],
             ));
         }

@@ -1,0 +1,111 @@
+//! Times conv2d forward, input gradient and weight gradient at SinGAN shapes and prints
+//! milliseconds and GFLOP/s.
+//!
+//! Run with `cargo bench --bench conv2d`. Each op is checked against the plain reference loops
+//! once on a small case before any timing. FLOPs count one multiply and one add per weight tap:
+//! `2 * N * C_out * C_in * K_h * K_w * H_out * W_out` for every op.
+
+use std::time::{Duration, Instant};
+
+use singan::autograd::Var;
+use singan::gradcheck::SeededNormal;
+use singan::ops::conv2d::{conv2d_input_grad, conv2d_weight_grad, reference, ConvGeometry};
+use singan::tensor::Tensor;
+
+/// SinGAN's convolutions at the coarsest, a middle and the finest scale of a 250x188 image:
+/// (channels, input height, input width).
+const SHAPES: [(usize, usize, usize); 3] = [(32, 26, 34), (64, 96, 128), (128, 188, 250)];
+
+/// Minimum timed runs per op, and the time budget after which no further run starts.
+const MIN_RUNS: usize = 3;
+const TIME_BUDGET: Duration = Duration::from_secs(3);
+
+fn time_op(mut op: impl FnMut()) -> (f64, f64) {
+    op();
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < MIN_RUNS || (start.elapsed() < TIME_BUDGET && samples.len() < 50) {
+        let t = Instant::now();
+        op();
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (samples[samples.len() / 2], samples[0])
+}
+
+fn verify_once() {
+    let g = ConvGeometry {
+        n: 1,
+        c_in: 4,
+        c_out: 5,
+        h_in: 13,
+        w_in: 17,
+        k_h: 3,
+        k_w: 3,
+        pad_h: 0,
+        pad_w: 0,
+    };
+    let mut rng = SeededNormal::new(3);
+    let x = rng.tensor(&[1, 4, 13, 17]);
+    let w = rng.tensor(&[5, 4, 3, 3]);
+    let y = Var::constant(x.clone())
+        .conv2d(&Var::constant(w.clone()), None, 0)
+        .unwrap();
+    let expected = reference::forward(x.as_slice(), w.as_slice(), &g);
+    let error = y
+        .value()
+        .as_slice()
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        error < 1e-12,
+        "conv2d disagrees with the reference loops by {error}"
+    );
+}
+
+fn main() {
+    verify_once();
+    println!("device: cpu, threads: {}", rayon::current_num_threads());
+    println!(
+        "{:<22} {:<10} {:>10} {:>10} {:>9} {:>9}",
+        "shape (C, H, W)", "op", "median ms", "min ms", "GFLOP", "GFLOP/s"
+    );
+    for (channels, h, w) in SHAPES {
+        let mut rng = SeededNormal::new(1);
+        let x = Var::constant(rng.tensor(&[1, channels, h, w]).cast::<f32>());
+        let weight = Var::constant(rng.tensor(&[channels, channels, 3, 3]).cast::<f32>());
+        let (h_out, w_out) = (h - 2, w - 2);
+        let grad_y = Var::constant(Tensor::<f32>::ones([1, channels, h_out, w_out]));
+        let gflop = 2.0 * (channels * channels * 9 * h_out * w_out) as f64 / 1e9;
+        let label = format!("({channels}, {h}, {w})");
+
+        let ops: [(&str, Box<dyn FnMut()>); 3] = [
+            (
+                "forward",
+                Box::new(|| drop(x.conv2d(&weight, None, 0).unwrap())),
+            ),
+            (
+                "grad_input",
+                Box::new(|| drop(conv2d_input_grad(&grad_y, &weight, 0, (h, w)).unwrap())),
+            ),
+            (
+                "grad_weight",
+                Box::new(|| drop(conv2d_weight_grad(&x, &grad_y, 0, (3, 3)).unwrap())),
+            ),
+        ];
+        for (name, op) in ops {
+            let (median, min) = time_op(op);
+            println!(
+                "{:<22} {:<10} {:>10.3} {:>10.3} {:>9.3} {:>9.1}",
+                label,
+                name,
+                median,
+                min,
+                gflop,
+                gflop / (median / 1e3)
+            );
+        }
+    }
+}

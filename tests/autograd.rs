@@ -1,0 +1,141 @@
+//! Tape semantics: accumulation, detach, no-grad mode, create_graph and error cases.
+
+use singan::autograd::{grad, no_grad, Var};
+use singan::tensor::Tensor;
+
+fn vector(values: &[f64]) -> Tensor<f64> {
+    Tensor::from_vec([values.len()], values.to_vec()).unwrap()
+}
+
+#[test]
+fn backward_accumulates_across_calls() {
+    let x = Var::param(vector(&[1.0, 2.0, 3.0]));
+    // d/dx sum(x^2) = 2x; two backward calls add up to 4x.
+    x.square().unwrap().sum().unwrap().backward().unwrap();
+    x.square().unwrap().sum().unwrap().backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec(), vec![4.0, 8.0, 12.0]);
+    x.zero_grad();
+    assert!(x.grad().is_none());
+}
+
+#[test]
+fn shared_input_sums_both_paths() {
+    let x = Var::param(vector(&[2.0]));
+    // y = x * x + 3x, dy/dx = 2x + 3 = 7 at x = 2.
+    let y = x.mul(&x).unwrap().add(&x.mul_scalar(3.0).unwrap()).unwrap();
+    let g = grad(&[y], &[x], None, false).unwrap();
+    assert_eq!(g[0].as_ref().unwrap().value().to_vec(), vec![7.0]);
+}
+
+#[test]
+fn detach_blocks_gradient() {
+    let x = Var::param(vector(&[3.0]));
+    let y = x.mul(&x.detach()).unwrap();
+    // Only the first factor is tracked: dy/dx = detached x = 3.
+    let g = grad(&[y], &[x], None, false).unwrap();
+    assert_eq!(g[0].as_ref().unwrap().value().to_vec(), vec![3.0]);
+}
+
+#[test]
+fn no_grad_records_nothing() {
+    let x = Var::param(vector(&[1.0, 2.0]));
+    let y = no_grad(|| x.square().unwrap());
+    assert!(!y.requires_grad());
+    assert!(y.is_leaf());
+    let z = x.square().unwrap();
+    assert!(z.requires_grad());
+}
+
+#[test]
+fn unused_input_has_no_gradient() {
+    let x = Var::param(vector(&[1.0]));
+    let unused = Var::param(vector(&[5.0]));
+    let g = grad(&[x.square().unwrap()], &[x, unused], None, false).unwrap();
+    assert!(g[0].is_some());
+    assert!(g[1].is_none());
+}
+
+#[test]
+fn create_graph_allows_third_derivative() {
+    // f = x^4: f' = 4x^3, f'' = 12x^2, f''' = 24x; at x = 0.5 these are 0.5, 3 and 12.
+    let x = Var::param(vector(&[0.5]));
+    let f = x.square().unwrap().square().unwrap();
+    let d1 = grad(&[f], std::slice::from_ref(&x), None, true).unwrap()[0]
+        .clone()
+        .unwrap();
+    let d2 = grad(&[d1.clone()], std::slice::from_ref(&x), None, true).unwrap()[0]
+        .clone()
+        .unwrap();
+    let d3 = grad(&[d2.clone()], std::slice::from_ref(&x), None, false).unwrap()[0]
+        .clone()
+        .unwrap();
+    assert!((d1.item().unwrap() - 0.5).abs() < 1e-12);
+    assert!((d2.item().unwrap() - 3.0).abs() < 1e-12);
+    assert!((d3.item().unwrap() - 12.0).abs() < 1e-12);
+}
+
+#[test]
+fn without_create_graph_result_is_constant() {
+    let x = Var::param(vector(&[0.5]));
+    let f = x.square().unwrap();
+    let d1 = grad(&[f], &[x], None, false).unwrap()[0].clone().unwrap();
+    assert!(!d1.requires_grad());
+}
+
+#[test]
+fn grad_outputs_weight_the_outputs() {
+    let x = Var::param(vector(&[1.0, 2.0]));
+    let y = x.mul_scalar(3.0).unwrap();
+    let weights = Var::constant(vector(&[10.0, -1.0]));
+    let g = grad(&[y], &[x], Some(&[weights]), false).unwrap();
+    assert_eq!(g[0].as_ref().unwrap().value().to_vec(), vec![30.0, -3.0]);
+}
+
+#[test]
+fn non_scalar_backward_is_rejected() {
+    let x = Var::param(vector(&[1.0, 2.0]));
+    let error = x.square().unwrap().backward().unwrap_err();
+    assert!(error.to_string().contains("one-element output"), "{error}");
+}
+
+#[test]
+fn mismatched_grad_outputs_are_rejected() {
+    let x = Var::param(vector(&[1.0, 2.0]));
+    let y = x.square().unwrap();
+    let wrong = Var::constant(vector(&[1.0, 2.0, 3.0]));
+    let error = grad(&[y], &[x], Some(&[wrong]), false).unwrap_err();
+    assert!(error.to_string().contains("grad_outputs"), "{error}");
+}
+
+#[test]
+fn shape_errors_name_op_and_shapes() {
+    let x = Var::param(Tensor::<f64>::zeros([1, 3, 25, 34]));
+    let w = Var::param(Tensor::<f64>::zeros([32, 64, 3, 3]));
+    let error = x.conv2d(&w, None, 0).unwrap_err().to_string();
+    assert!(error.contains("conv2d"), "{error}");
+    assert!(error.contains("3 channels"), "{error}");
+    assert!(error.contains("[1, 3, 25, 34]"), "{error}");
+    assert!(error.contains("[32, 64, 3, 3]"), "{error}");
+}
+
+#[test]
+fn broadcast_mismatch_is_an_error() {
+    let a = Var::constant(Tensor::<f64>::zeros([2, 3]));
+    let b = Var::constant(Tensor::<f64>::zeros([4]));
+    assert!(a.add(&b).is_err());
+}
+
+#[test]
+fn graph_is_freed_with_its_output() {
+    let x = Var::param(vector(&[1.0, 2.0]));
+    let weak_probe = {
+        let y = x.square().unwrap();
+        let z = y.sum().unwrap();
+        drop(y);
+        // z keeps the square node alive through its inputs.
+        z
+    };
+    drop(weak_probe);
+    // x is still usable and has no accumulated state from the dropped graph.
+    assert!(x.grad().is_none());
+}

@@ -1,0 +1,231 @@
+//! Agreement with PyTorch reference values, and fixture files of other sizes and bad files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+use singan::autograd::{grad, Var};
+use singan::fixtures::{check_dir, FixtureFile, FixtureKind};
+use singan::gradcheck::SeededNormal;
+use singan::nn::Module;
+use singan::singan::loss::gradient_penalty;
+use singan::singan::model::{Discriminator, NetConfig};
+use singan::tensor::Tensor;
+
+fn shared_fixtures() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: reference fixtures not found at {}", dir.display());
+        None
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("singan-fixtures-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn shared_fixtures_pass() {
+    let Some(dir) = shared_fixtures() else { return };
+    let report = check_dir(&dir).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let failures: Vec<_> = report.comparisons.iter().filter(|c| !c.passed()).collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    for name in [
+        "conv2d",
+        "conv2d_valid",
+        "batchnorm2d_train",
+        "leaky_relu",
+        "critic_step",
+        "generator_step",
+    ] {
+        let file = format!("{name}.safetensors");
+        let count = report.comparisons.iter().filter(|c| c.file == file).count();
+        assert!(count > 0, "{file} was not compared");
+    }
+}
+
+#[test]
+fn critic_step_f64_within_1e9() {
+    let Some(dir) = shared_fixtures() else { return };
+    let report = check_dir(&dir).unwrap();
+    let worst = report
+        .comparisons
+        .iter()
+        .filter(|c| c.file == "critic_step.safetensors" && c.dtype == "f64")
+        .map(|c| c.max_rel_error)
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-9, "worst f64 error {worst}");
+}
+
+#[test]
+fn trace_is_recognised_not_compared() {
+    let Some(dir) = shared_fixtures() else { return };
+    let path = dir.join("trace/training_trace.safetensors");
+    if !path.exists() {
+        eprintln!("skipped: {} not found", path.display());
+        return;
+    }
+    let file = FixtureFile::open(&path).unwrap();
+    assert_eq!(
+        singan::fixtures::detect_kind(&file).unwrap(),
+        FixtureKind::TrainingTrace
+    );
+}
+
+/// Writes f64 tensors and string metadata as a safetensors file.
+fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor<f64>)],
+    metadata: HashMap<String, String>,
+) {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let data = t.as_slice().iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name.clone(), data, t.dims().to_vec())
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(name, data, dims)| {
+            (
+                name.clone(),
+                TensorView::new(Dtype::F64, dims.clone(), data).unwrap(),
+            )
+        })
+        .collect();
+    let serialized = safetensors::tensor::serialize(views, Some(metadata)).unwrap();
+    std::fs::write(path, serialized).unwrap();
+}
+
+/// Builds a critic-step file of another width and size, with values from the f64 engine.
+fn write_critic_file(path: &Path, width: usize, h: usize, w: usize) {
+    let mut rng = SeededNormal::new(5);
+    let config = NetConfig {
+        max_features: width,
+        min_features: width,
+        num_blocks: 5,
+        kernel_size: 3,
+        padding: 0,
+    };
+    let mut critic = Discriminator::<f64>::new(&config);
+    critic.init(&mut || rng.normal()).unwrap();
+    let mut rng = SeededNormal::new(6);
+    let real = Var::constant(rng.tensor(&[1, 3, h, w]));
+    let fake = Var::constant(rng.tensor(&[1, 3, h, w]));
+    let alpha = Var::constant(Tensor::from_vec([1, 1, 1, 1], vec![0.3]).unwrap());
+    let d_real = critic.forward(&real).unwrap().mean().unwrap();
+    let d_fake = critic.forward(&fake).unwrap().mean().unwrap();
+    let (penalty, input_grad) = gradient_penalty(&mut critic, &real, &fake, &alpha).unwrap();
+    let loss = d_fake
+        .sub(&d_real)
+        .unwrap()
+        .add(&penalty.mul_scalar(0.1).unwrap())
+        .unwrap();
+    let vars = critic.param_vars();
+    let loss_grads = grad(&[loss.clone()], &vars, None, false).unwrap();
+    let penalty_grads = grad(&[penalty.clone()], &vars, None, false).unwrap();
+
+    let mut tensors = vec![
+        ("real".to_string(), real.value().clone()),
+        ("fake".to_string(), fake.value().clone()),
+        (
+            "alpha".to_string(),
+            Tensor::from_vec([1], vec![0.3]).unwrap(),
+        ),
+        ("d_real_mean".to_string(), d_real.value().clone()),
+        ("d_fake_mean".to_string(), d_fake.value().clone()),
+        ("gradient_penalty".to_string(), penalty.value().clone()),
+        ("critic_loss".to_string(), loss.value().clone()),
+        ("grad_interpolated".to_string(), input_grad.value().clone()),
+    ];
+    for (param, (g, gp)) in critic
+        .params()
+        .iter()
+        .zip(loss_grads.iter().zip(&penalty_grads))
+    {
+        let zeros = Tensor::zeros(param.value().shape());
+        tensors.push((format!("param.{}", param.name()), param.value().clone()));
+        tensors.push((
+            format!("grad.{}", param.name()),
+            g.as_ref().map_or(zeros.clone(), |g| g.value().clone()),
+        ));
+        tensors.push((
+            format!("gp_grad.{}", param.name()),
+            gp.as_ref().map_or(zeros, |g| g.value().clone()),
+        ));
+    }
+    write_safetensors(path, &tensors, HashMap::new());
+}
+
+#[test]
+fn critic_file_of_other_width_passes() {
+    let dir = temp_dir("width");
+    write_critic_file(&dir.join("critic_wide.safetensors"), 8, 17, 23);
+    let report = check_dir(&dir).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.passed(), "{}", report.render());
+    // Eight blocks' worth of parameters in two precisions, each with loss and penalty gradients.
+    assert!(report.comparisons.len() > 40);
+}
+
+#[test]
+fn garbage_file_is_reported_not_panicked() {
+    let dir = temp_dir("garbage");
+    std::fs::write(
+        dir.join("broken.safetensors"),
+        b"definitely not a safetensors file",
+    )
+    .unwrap();
+    let report = check_dir(&dir).unwrap();
+    assert!(!report.passed());
+    assert_eq!(report.errors.len(), 1);
+    assert!(
+        report.errors[0].1.contains("not a valid safetensors file"),
+        "{:?}",
+        report.errors
+    );
+}
+
+#[test]
+fn truncated_file_is_reported() {
+    let Some(dir) = shared_fixtures() else { return };
+    let bytes = std::fs::read(dir.join("conv2d.safetensors")).unwrap();
+    let out = temp_dir("truncated");
+    std::fs::write(out.join("conv2d.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let report = check_dir(&out).unwrap();
+    assert_eq!(report.errors.len(), 1, "{}", report.render());
+}
+
+#[test]
+fn unknown_layout_is_reported() {
+    let dir = temp_dir("unknown");
+    write_safetensors(
+        &dir.join("other.safetensors"),
+        &[("something".into(), Tensor::zeros([2]))],
+        HashMap::new(),
+    );
+    let report = check_dir(&dir).unwrap();
+    assert_eq!(report.errors.len(), 1);
+    assert!(
+        report.errors[0].1.contains("unknown fixture layout"),
+        "{:?}",
+        report.errors
+    );
+}
+
+#[test]
+fn missing_or_empty_folder_is_an_error() {
+    let missing = std::env::temp_dir().join("singan-no-such-fixture-folder");
+    let error = check_dir(&missing).unwrap_err().to_string();
+    assert!(error.contains("cannot list"), "{error}");
+    let empty = temp_dir("empty");
+    let error = check_dir(&empty).unwrap_err().to_string();
+    assert!(error.contains("no .safetensors"), "{error}");
+}

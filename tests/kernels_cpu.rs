@@ -1,0 +1,170 @@
+//! The fast CPU kernels against plain reference loops, and bit-for-bit determinism across thread
+//! counts.
+
+use proptest::prelude::*;
+use singan::autograd::Var;
+use singan::gradcheck::SeededNormal;
+use singan::ops::conv2d::{reference, ConvGeometry};
+use singan::tensor::Tensor;
+
+/// Runs `body` on a rayon pool with `threads` threads.
+fn with_threads<R: Send>(threads: usize, body: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(body)
+}
+
+fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+fn geometry() -> impl Strategy<Value = (ConvGeometry, u64)> {
+    (
+        1usize..=2,
+        1usize..=5,
+        1usize..=5,
+        1usize..=19,
+        1usize..=23,
+        1usize..=4,
+        0usize..=2,
+        any::<u64>(),
+    )
+        .prop_filter_map(
+            "kernel larger than the padded input",
+            |(n, c_in, c_out, h, w, k, p, seed)| {
+                (h + 2 * p >= k && w + 2 * p >= k).then_some((
+                    ConvGeometry {
+                        n,
+                        c_in,
+                        c_out,
+                        h_in: h,
+                        w_in: w,
+                        k_h: k,
+                        k_w: k,
+                        pad_h: p as isize,
+                        pad_w: p as isize,
+                    },
+                    seed,
+                ))
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv2d_matches_reference_loops((g, seed) in geometry()) {
+        let mut rng = SeededNormal::new(seed);
+        let x = rng.tensor(&[g.n, g.c_in, g.h_in, g.w_in]);
+        let w = rng.tensor(&[g.c_out, g.c_in, g.k_h, g.k_w]);
+        let gy = rng.tensor(&[g.n, g.c_out, g.h_out(), g.w_out()]);
+        let x_var = Var::constant(x.clone());
+        let w_var = Var::constant(w.clone());
+        let fast = x_var.conv2d(&w_var, None, g.pad_h as usize).unwrap();
+        let slow = reference::forward(x.as_slice(), w.as_slice(), &g);
+        prop_assert!(max_abs_diff(fast.value().as_slice(), &slow) < 1e-12);
+
+        let gy_var = Var::constant(gy.clone());
+        let fast_gx = singan::ops::conv2d::conv2d_input_grad(&gy_var, &w_var, g.pad_h as usize, (g.h_in, g.w_in)).unwrap();
+        let slow_gx = reference::input_grad(gy.as_slice(), w.as_slice(), &g);
+        prop_assert!(max_abs_diff(fast_gx.value().as_slice(), &slow_gx) < 1e-12);
+
+        let fast_gw = singan::ops::conv2d::conv2d_weight_grad(&x_var, &gy_var, g.pad_h as usize, (g.k_h, g.k_w)).unwrap();
+        let slow_gw = reference::weight_grad(x.as_slice(), gy.as_slice(), &g);
+        prop_assert!(max_abs_diff(fast_gw.value().as_slice(), &slow_gw) < 1e-11);
+    }
+}
+
+#[test]
+fn conv2d_large_image_matches_reference() {
+    // More output columns than one task's chunk, so chunk boundaries fall inside rows.
+    let g = ConvGeometry {
+        n: 1,
+        c_in: 3,
+        c_out: 4,
+        h_in: 37,
+        w_in: 41,
+        k_h: 3,
+        k_w: 3,
+        pad_h: 0,
+        pad_w: 0,
+    };
+    let mut rng = SeededNormal::new(7);
+    let x = rng.tensor(&[1, 3, 37, 41]);
+    let w = rng.tensor(&[4, 3, 3, 3]);
+    let gy = rng.tensor(&[1, 4, 35, 39]);
+    let fast = Var::constant(x.clone())
+        .conv2d(&Var::constant(w.clone()), None, 0)
+        .unwrap();
+    assert!(
+        max_abs_diff(
+            fast.value().as_slice(),
+            &reference::forward(x.as_slice(), w.as_slice(), &g)
+        ) < 1e-12
+    );
+    let fast_gw = singan::ops::conv2d::conv2d_weight_grad(
+        &Var::constant(x.clone()),
+        &Var::constant(gy.clone()),
+        0,
+        (3, 3),
+    )
+    .unwrap();
+    assert!(
+        max_abs_diff(
+            fast_gw.value().as_slice(),
+            &reference::weight_grad(x.as_slice(), gy.as_slice(), &g)
+        ) < 1e-10
+    );
+}
+
+/// Runs a conv, batch norm, leaky ReLU and reductions in f32 at a SinGAN-like size and returns
+/// every result.
+fn pipeline() -> Vec<Tensor<f32>> {
+    let mut rng = SeededNormal::new(11);
+    let x = Var::param(rng.tensor(&[1, 8, 61, 83]).cast::<f32>());
+    let w = Var::param(rng.tensor(&[16, 8, 3, 3]).cast::<f32>());
+    let gamma = Var::param(Tensor::<f32>::ones([16]));
+    let beta = Var::param(Tensor::<f32>::zeros([16]));
+    let y = x.conv2d(&w, None, 0).unwrap();
+    let (z, _) = y.batch_norm_train(&gamma, &beta, 1e-5).unwrap();
+    let a = z.leaky_relu(0.2).unwrap();
+    let loss = a.square().unwrap().mean().unwrap();
+    let grads = singan::grad(&[loss.clone()], &[x, w, gamma], None, false).unwrap();
+    let mut out = vec![y.value().clone(), a.value().clone(), loss.value().clone()];
+    out.extend(grads.into_iter().map(|g| g.unwrap().value().clone()));
+    out
+}
+
+#[test]
+fn results_identical_across_thread_counts() {
+    let one = with_threads(1, pipeline);
+    let three = with_threads(3, pipeline);
+    let again = with_threads(3, pipeline);
+    for (index, ((a, b), c)) in one.iter().zip(&three).zip(&again).enumerate() {
+        assert!(
+            a.bitwise_eq(b),
+            "result {index} differs between 1 and 3 threads"
+        );
+        assert!(b.bitwise_eq(c), "result {index} differs between two runs");
+    }
+}
+
+#[test]
+fn sum_of_large_tensor_is_accurate() {
+    // 2^20 copies of 0.1 in f32: chunked partial sums keep the error near f32 rounding of the
+    // total, far below what one running sum would give.
+    let x = Var::constant(Tensor::<f32>::full([1 << 20], 0.1));
+    let total = x.sum().unwrap().item().unwrap() as f64;
+    let exact = 0.1f32 as f64 * (1 << 20) as f64;
+    assert!(
+        (total - exact).abs() / exact < 1e-5,
+        "sum {total} vs {exact}"
+    );
+}

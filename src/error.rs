@@ -43,6 +43,27 @@ pub enum Error {
 
     #[error(transparent)]
     Io(#[from] std::io::Error),
+
+    #[error(transparent)]
+    Image(#[from] crate::singan::image_io::ImageIoError),
+
+    #[error(transparent)]
+    Pyramid(#[from] crate::singan::pyramid::PyramidError),
+
+    #[error(transparent)]
+    Resize(#[from] crate::singan::imresize::ResizeError),
+
+    /// Training stopped because a loss became NaN or infinite.
+    #[error("training stopped at scale {scale}, iteration {iteration}: {message}; the scales finished before it are saved")]
+    NonFinite {
+        scale: usize,
+        iteration: usize,
+        message: String,
+    },
+
+    /// Training was interrupted (Ctrl-C) after `finished` scales were saved.
+    #[error("interrupted; {finished} finished scales are saved in {run_dir}")]
+    Interrupted { finished: usize, run_dir: String },
 }
 
 /// Result alias used across the crate.

@@ -7,6 +7,7 @@
 //! reference checks), then [`singan`] (the model and its training).
 
 pub mod autograd;
+pub mod cuda;
 pub mod element;
 pub mod error;
 pub mod fixtures;

@@ -1,6 +1,9 @@
 //! Command-line parsing and dispatch.
 
+mod bench;
 mod check;
+mod sample;
+mod train;
 
 use std::process::ExitCode;
 
@@ -16,7 +19,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Verify the engine: numeric gradient checks and PyTorch reference fixtures.
+    /// Train a model on one image, coarse scale to fine.
+    Train(Box<train::TrainArgs>),
+    /// Draw new images from a trained run.
+    Sample(sample::SampleArgs),
+    /// Measure the engine's speed.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Verify the engine: numeric gradient checks, PyTorch reference fixtures, training traces.
     #[command(subcommand)]
     Check(check::CheckCommand),
 }
@@ -51,7 +61,10 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<singan::Device, String> {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Train(args) => train::run(*args),
+        Command::Sample(args) => sample::run(args),
         Command::Check(command) => check::run(command),
+        Command::Bench(command) => bench::run(command),
     };
     match outcome {
         Ok(code) => code,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::autograd::{grad, Var};
 use crate::element::Element;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nn::Module;
 use crate::optim::Adam;
 use crate::singan::loss::gradient_penalty;
@@ -85,15 +85,6 @@ fn scalar<T: Element>(v: &Var<T>) -> Result<f64> {
     Ok(v.item()?.to_f64())
 }
 
-/// Returns an error naming the loss when `value` is NaN or infinite.
-fn check_finite(name: &str, value: f64) -> Result<f64> {
-    if value.is_finite() {
-        Ok(value)
-    } else {
-        Err(Error::Message(format!("{name} loss is {value}")))
-    }
-}
-
 /// Converts `grad()` results to the optimiser's form.
 fn values<T: Element>(grads: Vec<Option<Var<T>>>) -> Vec<Option<Tensor<T>>> {
     grads
@@ -134,7 +125,7 @@ pub fn critic_step<T: Element>(
         loss = loss.add(&penalty.mul_scalar(weights.penalty_weight)?)?;
     }
     let losses = CriticLosses {
-        critic: check_finite("critic", scalar(&loss)?)?,
+        critic: scalar(&loss)?,
         real: scalar(&real_term)?,
         fake: scalar(&fake_term)?,
         gradient_penalty: penalty_value,
@@ -175,7 +166,7 @@ pub fn generator_step<T: Element>(
         .mul_scalar(weights.reconstruction_weight)?
         .add(&adversarial.mul_scalar(weights.adversarial_weight)?)?;
     let losses = GeneratorLosses {
-        generator: check_finite("generator", scalar(&loss)?)?,
+        generator: scalar(&loss)?,
         reconstruction: scalar(&mse)?,
         adversarial: scalar(&adversarial)?,
     };

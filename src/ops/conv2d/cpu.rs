@@ -68,15 +68,24 @@ fn im2col<T: Element>(image: &[T], g: &ConvGeometry, first: usize, len: usize, c
                     } else {
                         let source =
                             &plane[in_row as usize * g.w_in..(in_row as usize + 1) * g.w_in];
+                        // Output column b reads input column b + offset; copy the run of
+                        // columns that land inside the input and zero the rest.
                         let offset = kj as isize - g.pad_w;
-                        for (step, value) in target.iter_mut().enumerate() {
-                            let in_col = (out_col + step) as isize + offset;
-                            *value = if in_col >= 0 && in_col < w_in {
-                                source[in_col as usize]
-                            } else {
-                                T::ZERO
-                            };
+                        let first_col = out_col as isize;
+                        let valid_start = (-offset).clamp(first_col, first_col + run as isize);
+                        let valid_end =
+                            (w_in - offset).clamp(valid_start, first_col + run as isize);
+                        let (lead, tail) = (
+                            (valid_start - first_col) as usize,
+                            (valid_end - first_col) as usize,
+                        );
+                        target[..lead].fill(T::ZERO);
+                        if tail > lead {
+                            let src_start = (valid_start + offset) as usize;
+                            target[lead..tail]
+                                .copy_from_slice(&source[src_start..src_start + (tail - lead)]);
                         }
+                        target[tail..].fill(T::ZERO);
                     }
                     filled += run;
                     column += run;

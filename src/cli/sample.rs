@@ -1,0 +1,84 @@
+//! `singan sample`: draw new images from a trained run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{resolve_device, DeviceChoice};
+use singan::rng::Rng;
+use singan::singan::cascade::tensor_to_planes;
+use singan::singan::image_io::save_png;
+use singan::singan::run::load_model;
+use singan::singan::sample::{sample, SampleOptions};
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// Run folder written by `singan train` (or its model.safetensors).
+    pub run_dir: PathBuf,
+    /// Number of images to draw.
+    #[arg(long, default_value_t = 1)]
+    pub num_samples: usize,
+    /// Height of the samples as a factor of the trained height (not a pixel count).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale_h: f64,
+    /// Width of the samples as a factor of the trained width (not a pixel count).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale_w: f64,
+    /// First scale that draws fresh noise; above 0 it starts from the upsampled real image of
+    /// the scale below, which keeps the training image's layout.
+    #[arg(long, default_value_t = 0)]
+    pub start_scale: usize,
+    /// Output folder (default: RUN_DIR/samples).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Random seed of the samples.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Backend to run the ops on.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+pub fn run(args: SampleArgs) -> Result<ExitCode, String> {
+    resolve_device(args.device)?;
+    if args.num_samples == 0 {
+        return Err("--num-samples must be at least 1".to_string());
+    }
+    let mut model = load_model::<f32>(&args.run_dir).map_err(|e| e.to_string())?;
+    if !model.is_complete() {
+        eprintln!(
+            "note: training of this run did not finish; sampling from its {} trained scales of {} (size {}x{})",
+            model.generators.len(),
+            model.info.pyramid.sizes.len(),
+            model.info.pyramid.sizes[model.generators.len().saturating_sub(1)].0,
+            model.info.pyramid.sizes[model.generators.len().saturating_sub(1)].1,
+        );
+    }
+    let options = SampleOptions {
+        scale_h: args.scale_h,
+        scale_w: args.scale_w,
+        start_scale: args.start_scale,
+    };
+    let run_folder = if args.run_dir.is_dir() {
+        args.run_dir.clone()
+    } else {
+        args.run_dir.parent().map(PathBuf::from).unwrap_or_default()
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| run_folder.join("samples"));
+    std::fs::create_dir_all(&out)
+        .map_err(|e| format!("{}: cannot create the output folder: {e}", out.display()))?;
+
+    let mut rng = Rng::new(args.seed);
+    for index in 0..args.num_samples {
+        let image = sample(&mut model, &options, &mut rng).map_err(|e| e.to_string())?;
+        let planes = tensor_to_planes(&image).map_err(|e| e.to_string())?;
+        let path = out.join(format!("sample_{index:03}.png"));
+        save_png(&path, &planes).map_err(|e| e.to_string())?;
+        println!("{} ({}x{})", path.display(), planes.height, planes.width);
+    }
+    Ok(ExitCode::SUCCESS)
+}

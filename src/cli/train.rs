@@ -1,0 +1,392 @@
+//! `singan train`: learn a model from one image, coarse scale to fine.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{resolve_device, DeviceChoice};
+use singan::singan::config::TrainConfig;
+use singan::singan::image_io::{load_image, AlphaBackground};
+use singan::singan::pyramid::PyramidRule;
+use singan::singan::sample_image::sample_image;
+use singan::singan::step::LossKind;
+use singan::singan::train::{train, Reporter, TrainJob};
+
+/// The adversarial loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LossChoice {
+    /// Wasserstein loss with gradient penalty.
+    Wgan,
+    /// Binary cross-entropy with the non-saturating generator loss.
+    Bce,
+}
+
+/// Background that transparent pixels are composited on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackgroundChoice {
+    White,
+    Black,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Training image (PNG or JPEG). Without it, a built-in sample image drawn by code is used.
+    pub image: Option<PathBuf>,
+    /// Shorter side of the coarsest scale, in pixels.
+    #[arg(long, default_value_t = 25)]
+    pub min_size: usize,
+    /// Longer side of the finest scale, in pixels; larger images are resized down.
+    #[arg(long, default_value_t = 250)]
+    pub max_size: usize,
+    /// Initial per-scale resize factor, from which the number of scales follows.
+    #[arg(long, default_value_t = 0.75)]
+    pub scale_factor_init: f64,
+    /// Noise amplitude per scale, relative to the RMSE of the coarser scales' reconstruction.
+    #[arg(long, default_value_t = 0.1)]
+    pub noise_weight: f64,
+    /// Last iteration index per scale; iterations 0 to this value run.
+    #[arg(long, default_value_t = 4000)]
+    pub num_steps: usize,
+    /// Adam learning rate of both networks.
+    #[arg(long, default_value_t = 5e-4)]
+    pub lr: f64,
+    /// Adam betas of the generator, as B1,B2.
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0.5, 0.9])]
+    pub gen_betas: Vec<f64>,
+    /// Adam betas of the discriminator, as B1,B2.
+    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0.5, 0.9])]
+    pub dis_betas: Vec<f64>,
+    /// Discriminator steps per generator step.
+    #[arg(long, default_value_t = 1)]
+    pub num_critic: usize,
+    /// Iterations between learning-rate drops.
+    #[arg(long, default_value_t = 2000)]
+    pub step_size: usize,
+    /// Factor applied to the learning rate at each drop.
+    #[arg(long, default_value_t = 0.1)]
+    pub gamma: f64,
+    /// Weight of the gradient penalty (default 0.1 with --loss wgan, 0 with --loss bce).
+    #[arg(long)]
+    pub penalty_weight: Option<f64>,
+    /// Weight of the reconstruction MSE in the generator loss.
+    #[arg(long, default_value_t = 10.0)]
+    pub reconstruction_weight: f64,
+    /// Weight of the adversarial term in the generator loss.
+    #[arg(long, default_value_t = 1.0)]
+    pub adversarial_weight: f64,
+    /// Lower bound on hidden feature counts at the coarsest scales (doubled every 4 scales, at most 128).
+    #[arg(long, default_value_t = 32)]
+    pub min_features: usize,
+    /// Feature count of the first layer at the coarsest scales (doubled every 4 scales, at most 128).
+    #[arg(long, default_value_t = 32)]
+    pub max_features: usize,
+    /// Convolutions per network, the last one included.
+    #[arg(long, default_value_t = 5)]
+    pub num_blocks: usize,
+    /// Convolution kernel size, in pixels (odd).
+    #[arg(long, default_value_t = 3)]
+    pub kernel_size: usize,
+    /// Zero padding of every convolution, in pixels.
+    #[arg(long, default_value_t = 0)]
+    pub padding: usize,
+    /// Random seed; -1 picks one in [0, 12345] and prints it.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub seed: i64,
+    /// Iterations between progress lines.
+    #[arg(long, default_value_t = 200)]
+    pub print_every: usize,
+    /// Iterations between saved reconstruction and sample images.
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: usize,
+    /// Folder that run folders are created in.
+    #[arg(long, default_value = "results")]
+    pub results_dir: PathBuf,
+    /// Name of the run folder (default: the UTC start time, YYYY-MM-DD_HH-MM-SS).
+    #[arg(long)]
+    pub save: Option<String>,
+    /// Adversarial loss.
+    #[arg(long, value_enum, default_value = "wgan")]
+    pub loss: LossChoice,
+    /// Background for transparent pixels of the training image.
+    #[arg(long, value_enum, default_value = "white")]
+    pub background: BackgroundChoice,
+    /// Continue the run in this folder after its last finished scale, with its saved settings.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "image")]
+    pub resume: Option<PathBuf>,
+    /// Backend to run the ops on.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// Formats a UTC time as YYYY-MM-DD_HH-MM-SS.
+fn timestamp(seconds_since_epoch: u64) -> String {
+    let days = (seconds_since_epoch / 86_400) as i64;
+    let rest = seconds_since_epoch % 86_400;
+    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}_{:02}-{:02}-{:02}",
+        rest / 3600,
+        (rest / 60) % 60,
+        rest % 60
+    )
+}
+
+fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl TrainArgs {
+    fn config(&self) -> Result<TrainConfig, String> {
+        let seed = match self.seed {
+            -1 => {
+                let seed = now_seconds() % 12_346;
+                eprintln!("seed: {seed} (pass --seed {seed} to repeat this run)");
+                seed
+            }
+            s if s < 0 => {
+                return Err(format!(
+                    "--seed {s} must be -1 (random) or a non-negative integer"
+                ))
+            }
+            s => s as u64,
+        };
+        let loss = match self.loss {
+            LossChoice::Wgan => LossKind::Wgan,
+            LossChoice::Bce => LossKind::Bce,
+        };
+        let default_penalty = if loss == LossKind::Wgan { 0.1 } else { 0.0 };
+        let config = TrainConfig {
+            min_size: self.min_size,
+            max_size: self.max_size,
+            scale_factor_init: self.scale_factor_init,
+            noise_weight: self.noise_weight,
+            num_steps: self.num_steps,
+            lr: self.lr,
+            gen_betas: (self.gen_betas[0], self.gen_betas[1]),
+            dis_betas: (self.dis_betas[0], self.dis_betas[1]),
+            num_critic: self.num_critic,
+            step_size: self.step_size,
+            gamma: self.gamma,
+            penalty_weight: self.penalty_weight.unwrap_or(default_penalty),
+            reconstruction_weight: self.reconstruction_weight,
+            adversarial_weight: self.adversarial_weight,
+            min_features: self.min_features,
+            max_features: self.max_features,
+            num_blocks: self.num_blocks,
+            kernel_size: self.kernel_size,
+            padding: self.padding,
+            seed,
+            print_every: self.print_every,
+            eval_every: self.eval_every,
+            loss,
+            pyramid_rule: PyramidRule::Spec,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Shows one progress bar per scale and prints log lines above it.
+struct ConsoleReporter {
+    bar: Option<ProgressBar>,
+}
+
+impl Reporter for ConsoleReporter {
+    fn scale_started(
+        &mut self,
+        scale: usize,
+        size: (usize, usize),
+        width: usize,
+        amplitude: f64,
+        iterations: usize,
+    ) {
+        eprintln!(
+            "scale {scale}: {}x{} pixels, {width} features, noise amplitude {amplitude:.4}",
+            size.0, size.1
+        );
+        let bar = ProgressBar::new(iterations as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+            )
+            .expect("progress template is valid")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("scale {scale}"));
+        self.bar = Some(bar);
+    }
+
+    fn iteration(&mut self, _scale: usize, _iteration: usize, losses: &BTreeMap<String, f64>) {
+        if let Some(bar) = &self.bar {
+            let d = losses.get("D").copied().unwrap_or(f64::NAN);
+            let g = losses
+                .get("G")
+                .map(|g| format!("{g:.4}"))
+                .unwrap_or_else(|| "-".into());
+            bar.set_message(format!("D {d:.4} G {g}"));
+            bar.inc(1);
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        match &self.bar {
+            Some(bar) if !bar.is_hidden() => bar.println(text),
+            _ => eprintln!("{text}"),
+        }
+    }
+
+    fn scale_finished(&mut self, scale: usize, seconds: f64) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        eprintln!("scale {scale}: finished in {seconds:.1} s");
+    }
+}
+
+pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
+    resolve_device(args.device)?;
+    let (job, resume) = match &args.resume {
+        Some(run_dir) => {
+            if !run_dir.join(singan::singan::run::MODEL_FILE).exists() {
+                return Err(format!(
+                    "--resume {}: no model.safetensors there; pass a run folder that `singan train` created",
+                    run_dir.display()
+                ));
+            }
+            let job = TrainJob {
+                config: TrainConfig::default(),
+                image: singan::singan::imresize::Planes::filled(3, 1, 1, 0.0),
+                image_name: None,
+                run_dir: run_dir.clone(),
+            };
+            eprintln!("resuming {} with its saved settings", run_dir.display());
+            (job, true)
+        }
+        None => {
+            let config = args.config()?;
+            let (image, image_name) = match &args.image {
+                Some(path) => {
+                    let background = match args.background {
+                        BackgroundChoice::White => AlphaBackground::White,
+                        BackgroundChoice::Black => AlphaBackground::Black,
+                    };
+                    let image = load_image(path, background).map_err(|e| e.to_string())?;
+                    (image, Some(path.display().to_string()))
+                }
+                None => {
+                    eprintln!("no image given: training on the built-in sample image");
+                    (sample_image(), None)
+                }
+            };
+            let name = args
+                .save
+                .clone()
+                .unwrap_or_else(|| timestamp(now_seconds()));
+            let run_dir = args.results_dir.join(name);
+            if run_dir.join(singan::singan::run::MODEL_FILE).exists() {
+                return Err(format!(
+                    "{} already holds a trained model; choose another --save name or continue it with --resume {}",
+                    run_dir.display(),
+                    run_dir.display()
+                ));
+            }
+            // Check the pyramid before creating anything on disk.
+            singan::singan::pyramid::Pyramid::new(
+                (image.height, image.width),
+                &config.pyramid_config(),
+            )
+            .map_err(|e| match &image_name {
+                Some(path) => format!("{path}: {e}"),
+                None => e.to_string(),
+            })?;
+            (
+                TrainJob {
+                    config,
+                    image,
+                    image_name,
+                    run_dir,
+                },
+                false,
+            )
+        }
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = Arc::clone(&stop);
+    let _ = ctrlc::set_handler(move || {
+        if handler_stop.swap(true, Ordering::SeqCst) {
+            eprintln!("second interrupt: exiting now; the last finished scale is saved");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: stopping after the current iteration; finished scales are kept");
+    });
+
+    eprintln!("run folder: {}", job.run_dir.display());
+    let mut reporter = ConsoleReporter { bar: None };
+    let (model, summaries) = match train(&job, resume, &mut reporter, &stop) {
+        Ok(result) => result,
+        Err(singan::Error::Interrupted { finished, run_dir }) => {
+            eprintln!("interrupted: {finished} finished scales are saved in {run_dir}; continue with --resume {run_dir}");
+            return Ok(ExitCode::from(130));
+        }
+        Err(error) => return Err(error.to_string()),
+    };
+
+    println!(
+        "{:<6} {:>11} {:>9} {:>10} {:>10}",
+        "scale", "size", "features", "amplitude", "seconds"
+    );
+    for s in &summaries {
+        println!(
+            "s{:<5} {:>11} {:>9} {:>10.3} {:>10.1}",
+            s.scale,
+            format!("{}x{}", s.size.0, s.size.1),
+            s.width,
+            s.amplitude,
+            s.seconds
+        );
+    }
+    println!(
+        "trained {} of {} scales; model saved in {}",
+        model.info.finished_scales,
+        model.info.pyramid.sizes.len(),
+        job.run_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp;
+
+    #[test]
+    fn timestamp_formats_utc() {
+        assert_eq!(timestamp(0), "1970-01-01_00-00-00");
+        // 2026-12-04 14:43:16 UTC.
+        assert_eq!(timestamp(1_796_395_396), "2026-12-04_14-43-16");
+        // 2024-02-29 (leap day) 23:59:59 UTC.
+        assert_eq!(timestamp(1_709_251_199), "2024-02-29_23-59-59");
+    }
+}

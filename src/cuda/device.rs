@@ -1,0 +1,296 @@
+//! Device handle: one CUDA context and stream, and a cache of the loaded kernel modules.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cudarc::driver::sys::CUresult;
+use cudarc::driver::{CudaContext, CudaModule, CudaStream};
+use cudarc::nvrtc::Ptx;
+
+use super::{
+    compile_module_cubin, driver_available, nvrtc_available, CudaError, CudaFunction, DriverError,
+    KernelModule, PTX_ARCH, PTX_NVRTC_VERSION,
+};
+
+/// Environment variable that makes every launch synchronise when set to `1`, so that a failing
+/// kernel is reported by the launch that caused it instead of by a later call.
+pub const SYNC_ENV_VAR: &str = "SINGAN_CUDA_SYNC";
+
+/// One GPU with its primary context and default stream.
+///
+/// Kernel modules are loaded on first use and cached for the lifetime of the handle. A module
+/// comes from the PTX embedded at build time when the build architecture does not exceed the
+/// device's compute capability, and otherwise from a CUBIN that NVRTC compiles at run time.
+pub struct CudaDevice {
+    context: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    compute_capability: (i32, i32),
+    sync_after_launch: bool,
+    /// Loaded modules, indexed by [`KernelModule::index`].
+    modules: Mutex<Vec<Option<Arc<CudaModule>>>>,
+    functions: Mutex<HashMap<(KernelModule, String), CudaFunction>>,
+}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaDevice")
+            .field("ordinal", &self.context.ordinal())
+            .field("compute_capability", &self.compute_capability)
+            .field("sync_after_launch", &self.sync_after_launch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CudaDevice {
+    /// Opens the GPU with the given ordinal.
+    ///
+    /// Returns [`CudaError::DriverNotFound`] when libcuda cannot be loaded and
+    /// [`CudaError::DeviceNotFound`] when the ordinal is out of range, including on machines
+    /// with a driver but no GPU. Reads `SINGAN_CUDA_SYNC` once, here.
+    pub fn open(ordinal: usize) -> Result<Self, CudaError> {
+        if !driver_available() {
+            return Err(CudaError::DriverNotFound);
+        }
+        let count = match CudaContext::device_count() {
+            Ok(count) => usize::try_from(count).unwrap_or(0),
+            // cuInit reports a machine without a GPU, or one that only has the CUDA toolkit's
+            // stub libcuda, as an error rather than as zero devices.
+            Err(DriverError(
+                CUresult::CUDA_ERROR_NO_DEVICE | CUresult::CUDA_ERROR_STUB_LIBRARY,
+            )) => 0,
+            Err(source) => return Err(driver_error("initialising the CUDA driver", source)),
+        };
+        if ordinal >= count {
+            return Err(CudaError::DeviceNotFound { ordinal, count });
+        }
+        let context = CudaContext::new(ordinal).map_err(|source| {
+            driver_error(format!("creating a context on device {ordinal}"), source)
+        })?;
+        let compute_capability = context
+            .compute_capability()
+            .map_err(|source| driver_error("reading the compute capability", source))?;
+        let stream = context.default_stream();
+        let sync_after_launch = std::env::var(SYNC_ENV_VAR).is_ok_and(|value| value.trim() == "1");
+        Ok(CudaDevice {
+            context,
+            stream,
+            compute_capability,
+            sync_after_launch,
+            modules: Mutex::new(vec![None; KernelModule::ALL.len()]),
+            functions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.context.ordinal()
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.context
+    }
+
+    /// Returns the stream that launchers submit to, which is the context's default stream.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Returns the (major, minor) compute capability, for example (9, 0) for an H100 or H200.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
+    }
+
+    /// Returns whether `SINGAN_CUDA_SYNC=1` was set when the device was opened.
+    pub fn sync_after_launch(&self) -> bool {
+        self.sync_after_launch
+    }
+
+    /// Returns the loaded module, loading it on the first call.
+    pub fn module(&self, module: KernelModule) -> Result<Arc<CudaModule>, CudaError> {
+        // Holding the lock while loading makes concurrent first calls load the module once.
+        let mut modules = self.modules.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(loaded) = &modules[module.index()] {
+            return Ok(loaded.clone());
+        }
+        let loaded = self.load_module(module)?;
+        modules[module.index()] = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Loads every kernel module now, so that a compile or load error shows up at start-up.
+    pub fn load_all_modules(&self) -> Result<(), CudaError> {
+        for &module in KernelModule::ALL {
+            self.module(module)?;
+        }
+        Ok(())
+    }
+
+    /// Returns the kernel `entry` of `module`, loading the module on first use. Functions are
+    /// cached, so calling this once per launch is cheap.
+    pub fn function(&self, module: KernelModule, entry: &str) -> Result<CudaFunction, CudaError> {
+        let key = (module, entry.to_string());
+        if let Some(function) = self
+            .functions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(function.clone());
+        }
+        let not_found = || CudaError::EntryPointNotFound {
+            module: module.name(),
+            entry: entry.to_string(),
+        };
+        // cudarc panics on a name with an interior NUL byte, and no entry point has one.
+        if entry.contains('\0') {
+            return Err(not_found());
+        }
+        let function =
+            self.module(module)?
+                .load_function(entry)
+                .map_err(|source| match source {
+                    DriverError(CUresult::CUDA_ERROR_NOT_FOUND) => not_found(),
+                    source => driver_error(
+                        format!("looking up kernel {entry} in module {}", module.name()),
+                        source,
+                    ),
+                })?;
+        self.functions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, function.clone());
+        Ok(function)
+    }
+
+    /// Checks the result of a kernel launch and, when `SINGAN_CUDA_SYNC=1`, waits for the
+    /// kernel to finish so that its own errors are reported here under its name.
+    ///
+    /// Launchers call this right after `LaunchArgs::launch`, passing its result.
+    pub fn after_launch<R>(
+        &self,
+        entry: &str,
+        launched: Result<R, DriverError>,
+    ) -> Result<(), CudaError> {
+        launched.map_err(|source| driver_error(format!("launching kernel {entry}"), source))?;
+        if self.sync_after_launch {
+            self.stream
+                .synchronize()
+                .map_err(|source| CudaError::KernelFailed {
+                    entry: entry.to_string(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Waits for all work submitted to the stream.
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        self.stream
+            .synchronize()
+            .map_err(|source| driver_error("synchronising the stream", source))
+    }
+
+    /// Loads `module`: the embedded PTX when its architecture runs on this device, otherwise a
+    /// CUBIN that NVRTC compiles now for this device's compute capability.
+    ///
+    /// The CUBIN is also the fallback when the driver rejects the embedded PTX as too new,
+    /// because a CUBIN needs no JIT step and so no driver newer than NVRTC.
+    fn load_module(&self, module: KernelModule) -> Result<Arc<CudaModule>, CudaError> {
+        let (major, minor) = self.compute_capability;
+        if let (Some(ptx), Some(arch)) = (module.ptx(), PTX_ARCH) {
+            if embedded_arch_runs_on(arch, major, minor) {
+                match self.context.load_module(Ptx::from_src(ptx)) {
+                    Ok(loaded) => return Ok(loaded),
+                    Err(DriverError(CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION))
+                        if nvrtc_available() => {}
+                    Err(source) => {
+                        return Err(CudaError::ModuleLoadFailed {
+                            module: module.name(),
+                            format: "PTX",
+                            hint: ptx_load_hint(source),
+                            source,
+                        })
+                    }
+                }
+            }
+        }
+        if !nvrtc_available() {
+            return Err(CudaError::NvrtcNotFound);
+        }
+        let compiled = compile_module_cubin(module, &format!("sm_{major}{minor}"))?;
+        self.context
+            .load_module(Ptx::from_binary(compiled.cubin))
+            .map_err(|source| CudaError::ModuleLoadFailed {
+                module: module.name(),
+                format: "CUBIN",
+                hint: String::new(),
+                source,
+            })
+    }
+}
+
+/// Explains a PTX load failure that only NVRTC at run time can work around.
+fn ptx_load_hint(source: DriverError) -> String {
+    if source.0 != CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION {
+        return String::new();
+    }
+    let version = match PTX_NVRTC_VERSION {
+        Some((major, minor)) => format!("NVRTC {major}.{minor}"),
+        None => "NVRTC".to_string(),
+    };
+    format!(
+        "; the driver is older than the {version} that produced the embedded PTX, so make the NVRTC library loadable (`source .ci/nvrtc-install`) to compile a CUBIN for this GPU instead"
+    )
+}
+
+/// Returns whether PTX for the virtual architecture `arch` (`compute_XY`, optionally with a
+/// one-letter suffix) can be JIT-compiled for a device of compute capability major.minor.
+/// Plain PTX runs on the same or any newer capability. PTX with a suffix such as `90a` uses
+/// architecture-specific features, so it runs only on exactly that capability.
+fn embedded_arch_runs_on(arch: &str, major: i32, minor: i32) -> bool {
+    let Some(digits) = arch.strip_prefix("compute_") else {
+        return false;
+    };
+    let number_len = digits.chars().take_while(char::is_ascii_digit).count();
+    let Ok(arch_number) = digits[..number_len].parse::<i32>() else {
+        return false;
+    };
+    let device_number = major * 10 + minor;
+    if number_len == digits.len() {
+        arch_number <= device_number
+    } else {
+        arch_number == device_number
+    }
+}
+
+fn driver_error(action: impl Into<String>, source: DriverError) -> CudaError {
+    CudaError::Driver {
+        action: action.into(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod arch_tests {
+    use super::embedded_arch_runs_on;
+
+    #[test]
+    fn plain_ptx_runs_on_same_or_newer_devices() {
+        assert!(embedded_arch_runs_on("compute_80", 8, 0));
+        assert!(embedded_arch_runs_on("compute_80", 8, 6));
+        assert!(embedded_arch_runs_on("compute_80", 9, 0));
+        assert!(!embedded_arch_runs_on("compute_80", 7, 5));
+        assert!(!embedded_arch_runs_on("compute_90", 8, 9));
+    }
+
+    #[test]
+    fn suffixed_ptx_runs_only_on_its_own_capability() {
+        assert!(embedded_arch_runs_on("compute_90a", 9, 0));
+        assert!(!embedded_arch_runs_on("compute_90a", 10, 0));
+    }
+
+    #[test]
+    fn malformed_arch_never_matches() {
+        assert!(!embedded_arch_runs_on("sm_80", 9, 0));
+        assert!(!embedded_arch_runs_on("compute_", 9, 0));
+    }
+}

@@ -1,0 +1,132 @@
+//! Times the leaky ReLU (slope 0.2) at SinGAN shapes: the forward pass and the backward, which
+//! multiplies the upstream gradient by the mask `x > 0 ? 1 : 0.2`; prints milliseconds and GB/s.
+//!
+//! Run with `cargo bench --bench activation`. Both passes are checked once against plain loops
+//! on a small case before any timing. The backward is timed through `singan::grad` with
+//! `create_graph = false`; the time includes the small cost of walking the one-node graph.
+//! GB/s counts each tensor once: the forward reads `x` and writes `y`, the backward reads `dy`
+//! and `x` and writes `dx`.
+
+use std::time::{Duration, Instant};
+
+use singan::gradcheck::SeededNormal;
+use singan::{grad, Var};
+
+/// SinGAN's activations at the coarsest, a middle and the finest scale of a 250x188 image:
+/// (channels, height, width), batch size 1.
+const SHAPES: [(usize, usize, usize); 3] = [(32, 26, 34), (64, 96, 128), (128, 188, 250)];
+
+const SLOPE: f64 = 0.2;
+
+/// Minimum and maximum timed runs per op, and the time after which no further run starts.
+const MIN_RUNS: usize = 5;
+const MAX_RUNS: usize = 1000;
+const TIME_BUDGET: Duration = Duration::from_secs(2);
+
+/// Runs `op` once untimed, then times it; returns the median and minimum in milliseconds.
+fn time_op(mut op: impl FnMut()) -> (f64, f64) {
+    op();
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < MIN_RUNS || (start.elapsed() < TIME_BUDGET && samples.len() < MAX_RUNS)
+    {
+        let t = Instant::now();
+        op();
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    (samples[samples.len() / 2], samples[0])
+}
+
+/// Checks the forward and the backward against plain loops. Both are exact in f64, because each
+/// output is either the input or one product with the slope.
+fn verify_once() {
+    let dims = [2, 3, 5, 7];
+    let mut rng = SeededNormal::new(7);
+    let x = rng.tensor(&dims);
+    let dy = rng.tensor(&dims);
+    let expected_y: Vec<f64> = x
+        .as_slice()
+        .iter()
+        .map(|&v| if v > 0.0 { v } else { SLOPE * v })
+        .collect();
+    let expected_dx: Vec<f64> = x
+        .as_slice()
+        .iter()
+        .zip(dy.as_slice())
+        .map(|(&v, &g)| if v > 0.0 { g } else { SLOPE * g })
+        .collect();
+
+    let x = Var::param(x);
+    let y = x.leaky_relu(SLOPE).unwrap();
+    let dx = grad(
+        std::slice::from_ref(&y),
+        std::slice::from_ref(&x),
+        Some(&[Var::constant(dy)]),
+        false,
+    )
+    .unwrap()
+    .remove(0)
+    .unwrap();
+    assert_eq!(
+        y.value().as_slice(),
+        &expected_y[..],
+        "leaky ReLU forward disagrees with the reference loop"
+    );
+    assert_eq!(
+        dx.value().as_slice(),
+        &expected_dx[..],
+        "leaky ReLU backward disagrees with the reference loop"
+    );
+}
+
+fn main() {
+    verify_once();
+    println!("device: cpu, threads: {}", rayon::current_num_threads());
+    println!(
+        "{:<22} {:<10} {:>10} {:>10} {:>9} {:>9}",
+        "shape (C, H, W)", "op", "median ms", "min ms", "MB", "GB/s"
+    );
+    for (channels, h, w) in SHAPES {
+        let dims = [1, channels, h, w];
+        let mut rng = SeededNormal::new(1);
+        let x = Var::param(rng.tensor(&dims).cast::<f32>());
+        let grad_y = Var::constant(rng.tensor(&dims).cast::<f32>());
+        let y = x.leaky_relu(SLOPE).unwrap();
+        let tensor_bytes = (channels * h * w * std::mem::size_of::<f32>()) as f64;
+        let label = format!("({channels}, {h}, {w})");
+
+        let ops: [(&str, f64, Box<dyn FnMut()>); 2] = [
+            (
+                "forward",
+                2.0 * tensor_bytes,
+                Box::new(|| drop(x.leaky_relu(SLOPE).unwrap())),
+            ),
+            (
+                "backward",
+                3.0 * tensor_bytes,
+                Box::new(|| {
+                    let grads = grad(
+                        std::slice::from_ref(&y),
+                        std::slice::from_ref(&x),
+                        Some(std::slice::from_ref(&grad_y)),
+                        false,
+                    );
+                    drop(grads.unwrap());
+                }),
+            ),
+        ];
+        for (name, bytes, op) in ops {
+            let (median, min) = time_op(op);
+            println!(
+                "{:<22} {:<10} {:>10.4} {:>10.4} {:>9.2} {:>9.1}",
+                label,
+                name,
+                median,
+                min,
+                bytes / 1e6,
+                bytes / 1e9 / (median / 1e3)
+            );
+        }
+    }
+}

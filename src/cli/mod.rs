@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod apps;
 mod bench;
 mod check;
 mod sample;
@@ -23,6 +24,17 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Draw new images from a trained run.
     Sample(sample::SampleArgs),
+    /// Blend an object pasted into the training image into the image's style (harmonization).
+    Harmonize(apps::MaskedArgs),
+    /// Redraw an edited region of the training image so that it matches the rest (editing).
+    Edit(apps::MaskedArgs),
+    /// Turn a rough painting into an image in the style of the training image.
+    #[command(name = "paint2image")]
+    Paint2image(apps::PaintArgs),
+    /// Upscale an image with a model trained on it (super-resolution).
+    Sr(apps::SrArgs),
+    /// Render a looping GIF of a random walk in the noise of a trained run.
+    Animate(apps::AnimateArgs),
     /// Measure the engine's speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -63,6 +75,11 @@ pub fn run() -> ExitCode {
     let outcome = match cli.command {
         Command::Train(args) => train::run(*args),
         Command::Sample(args) => sample::run(args),
+        Command::Harmonize(args) => apps::run_masked(args, false),
+        Command::Edit(args) => apps::run_masked(args, true),
+        Command::Paint2image(args) => apps::run_paint(args),
+        Command::Sr(args) => apps::run_sr(args),
+        Command::Animate(args) => apps::run_animate(args),
         Command::Check(command) => check::run(command),
         Command::Bench(command) => bench::run(command),
     };

@@ -124,7 +124,7 @@ pub struct TrainArgs {
 }
 
 /// Formats a UTC time as YYYY-MM-DD_HH-MM-SS.
-fn timestamp(seconds_since_epoch: u64) -> String {
+pub(super) fn timestamp(seconds_since_epoch: u64) -> String {
     let days = (seconds_since_epoch / 86_400) as i64;
     let rest = seconds_since_epoch % 86_400;
     // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
@@ -150,7 +150,7 @@ fn timestamp(seconds_since_epoch: u64) -> String {
     )
 }
 
-fn now_seconds() -> u64 {
+pub(super) fn now_seconds() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -209,8 +209,8 @@ impl TrainArgs {
 }
 
 /// Shows one progress bar per scale and prints log lines above it.
-struct ConsoleReporter {
-    bar: Option<ProgressBar>,
+pub(super) struct ConsoleReporter {
+    pub(super) bar: Option<ProgressBar>,
 }
 
 impl Reporter for ConsoleReporter {

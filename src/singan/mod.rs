@@ -3,6 +3,7 @@
 //! Scales are numbered from 0 (coarsest) to N (finest, the training image after its first
 //! resize).
 
+pub mod apps;
 pub mod bench;
 pub mod cascade;
 pub mod config;

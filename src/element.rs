@@ -7,6 +7,8 @@ use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
 
+use crate::cuda::KernelDtype;
+
 /// Data type tag, used in error messages and in the names of CUDA entry points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
@@ -31,8 +33,13 @@ impl Display for DType {
 }
 
 /// A real floating-point scalar that the engine computes in.
+///
+/// The cudarc bounds let buffers of the type live on a GPU: `DeviceRepr` passes values as
+/// kernel arguments, and `ValidAsZeroBits` allows zero-filled device allocations.
 pub trait Element:
-    Copy
+    cudarc::driver::DeviceRepr
+    + cudarc::driver::ValidAsZeroBits
+    + Copy
     + Send
     + Sync
     + Debug
@@ -51,6 +58,8 @@ pub trait Element:
     + 'static
 {
     const DTYPE: DType;
+    /// Suffix of the CUDA kernel entry points stamped for this type.
+    const KERNEL_DTYPE: KernelDtype;
     const ZERO: Self;
     const ONE: Self;
 
@@ -83,9 +92,10 @@ pub trait Element:
 }
 
 macro_rules! impl_element {
-    ($t:ty, $dtype:expr, $gemm:path) => {
+    ($t:ty, $dtype:expr, $kernel_dtype:expr, $gemm:path) => {
         impl Element for $t {
             const DTYPE: DType = $dtype;
+            const KERNEL_DTYPE: KernelDtype = $kernel_dtype;
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
 
@@ -182,5 +192,5 @@ fn gemm_fits(rows: usize, cols: usize, len: usize, strides: (isize, isize)) -> b
     last < len
 }
 
-impl_element!(f32, DType::F32, matrixmultiply::sgemm);
-impl_element!(f64, DType::F64, matrixmultiply::dgemm);
+impl_element!(f32, DType::F32, KernelDtype::F32, matrixmultiply::sgemm);
+impl_element!(f64, DType::F64, KernelDtype::F64, matrixmultiply::dgemm);

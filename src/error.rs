@@ -32,6 +32,9 @@ pub enum Error {
         right: String,
     },
 
+    #[error(transparent)]
+    Cuda(#[from] crate::cuda::CudaError),
+
     #[error("autograd: {0}")]
     Autograd(String),
 

@@ -1,10 +1,12 @@
 //! Device handle: one CUDA context and stream, and a cache of the loaded kernel modules.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use cudarc::driver::sys::CUresult;
-use cudarc::driver::{CudaContext, CudaModule, CudaStream};
+use cudarc::driver::{
+    CudaContext, CudaModule, CudaSlice, CudaStream, DevicePtrMut, DeviceRepr, ValidAsZeroBits,
+};
 use cudarc::nvrtc::Ptx;
 
 use super::{
@@ -63,12 +65,22 @@ impl CudaDevice {
         if ordinal >= count {
             return Err(CudaError::DeviceNotFound { ordinal, count });
         }
+
         let context = CudaContext::new(ordinal).map_err(|source| {
             driver_error(format!("creating a context on device {ordinal}"), source)
         })?;
+        // SAFETY: every launch, copy, allocation and free of this handle goes to the one default
+        // stream below, which runs them in submission order. cudarc's per-buffer events only
+        // order work across streams, so they are not needed, and without them an allocation
+        // creates no events.
+        unsafe { context.disable_event_tracking() };
+
         let compute_capability = context
             .compute_capability()
             .map_err(|source| driver_error("reading the compute capability", source))?;
+        if context.has_async_alloc() {
+            keep_freed_memory_in_pool(&context)?;
+        }
         let stream = context.default_stream();
         let sync_after_launch = std::env::var(SYNC_ENV_VAR).is_ok_and(|value| value.trim() == "1");
         Ok(CudaDevice {
@@ -81,8 +93,68 @@ impl CudaDevice {
         })
     }
 
+    /// Returns the handle of GPU `ordinal` that tensors share, opening it on the first call.
+    ///
+    /// Every tensor on `Device::Cuda(ordinal)` uses this one handle, so all their work goes to
+    /// one stream. A failed open is not cached, so a later call tries again.
+    pub fn shared(ordinal: usize) -> Result<Arc<CudaDevice>, CudaError> {
+        static DEVICES: OnceLock<Mutex<HashMap<usize, Arc<CudaDevice>>>> = OnceLock::new();
+        let mut devices = DEVICES
+            .get_or_init(|| Mutex::new(HashMap::new()))
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(device) = devices.get(&ordinal) {
+            return Ok(device.clone());
+        }
+        let device = Arc::new(CudaDevice::open(ordinal)?);
+        devices.insert(ordinal, device.clone());
+        Ok(device)
+    }
+
     pub fn ordinal(&self) -> usize {
         self.context.ordinal()
+    }
+
+    /// Returns the GPU's product name, for example `NVIDIA H200`.
+    pub fn name(&self) -> Result<String, CudaError> {
+        self.context
+            .name()
+            .map_err(|source| driver_error("reading the device name", source))
+    }
+
+    /// Allocates `len` elements on the stream without initialising them.
+    ///
+    /// # Safety
+    ///
+    /// The caller must write every element (usually with a kernel submitted to the same
+    /// stream) before anything reads it.
+    pub unsafe fn alloc_uninit<T: DeviceRepr>(
+        &self,
+        len: usize,
+    ) -> Result<CudaSlice<T>, CudaError> {
+        // SAFETY: the caller guarantees that the elements are written before they are read.
+        unsafe { self.stream.alloc::<T>(len) }
+            .map_err(|source| driver_error(format!("allocating {len} elements"), source))
+    }
+
+    /// Allocates `len` zeroed elements on the stream; the zero fill is queued, not awaited.
+    pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        len: usize,
+    ) -> Result<CudaSlice<T>, CudaError> {
+        self.stream
+            .alloc_zeros::<T>(len)
+            .map_err(|source| driver_error(format!("allocating {len} zeroed elements"), source))
+    }
+
+    /// Queues a zero fill of `slice` on the stream.
+    pub fn zero<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        slice: &mut impl DevicePtrMut<T>,
+    ) -> Result<(), CudaError> {
+        self.stream
+            .memset_zeros(slice)
+            .map_err(|source| driver_error("zeroing device memory", source))
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {
@@ -262,7 +334,30 @@ fn embedded_arch_runs_on(arch: &str, major: i32, minor: i32) -> bool {
     }
 }
 
-fn driver_error(action: impl Into<String>, source: DriverError) -> CudaError {
+/// Makes the device's default memory pool keep freed memory instead of returning it to the
+/// driver at every synchronisation, so the stream-ordered allocations of each training step
+/// reuse the blocks of the previous one.
+fn keep_freed_memory_in_pool(context: &CudaContext) -> Result<(), CudaError> {
+    use cudarc::driver::result::{device, mem_pool};
+    use cudarc::driver::sys::CUmemPool_attribute;
+
+    // SAFETY: `cu_device` comes from a live context, so it is a valid device handle.
+    let pool = unsafe { device::get_default_mem_pool(context.cu_device()) }
+        .map_err(|source| driver_error("reading the default memory pool", source))?;
+    let mut threshold = u64::MAX;
+    // SAFETY: the pool was just returned by the driver, and the release threshold attribute
+    // takes a pointer to a cuuint64_t, which `threshold` is.
+    unsafe {
+        mem_pool::set_attribute(
+            pool,
+            CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+    }
+    .map_err(|source| driver_error("setting the memory pool release threshold", source))
+}
+
+pub(crate) fn driver_error(action: impl Into<String>, source: DriverError) -> CudaError {
     CudaError::Driver {
         action: action.into(),
         source,

@@ -1,5 +1,7 @@
-//! CUDA back end: the kernel modules built from `kernels/*.cu`, NVRTC compilation, and a
-//! device handle that loads the modules and looks up their entry points.
+//! CUDA back end: the kernel modules built from `kernels/*.cu`, NVRTC compilation, a device
+//! handle that loads the modules and looks up their entry points, and the device buffers that
+//! GPU tensors hold. The launchers that run ops on a GPU live beside the CPU kernels of each op
+//! family, in `src/ops/*/cuda.rs`.
 //!
 //! Kernel entry points are named `<op>_<fwd|bwd>_<dtype>` (for example `conv2d_fwd_f32`), or
 //! `<op>_<dtype>` for kernels outside the forward/backward pairs (for example `fill_f64`);
@@ -11,15 +13,18 @@
 //! NOTE: cudarc still panics when a present library lacks a symbol that it looks up. That can
 //! happen with a driver or NVRTC older than CUDA 11.2, an estimate that no test covers.
 
+mod buffer;
 mod device;
+pub(crate) mod launch;
 mod nvrtc_compile;
 pub mod params;
 
 #[cfg(test)]
 mod tests;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+pub use buffer::CudaBuffer;
 pub use cudarc::driver::{CudaFunction, DriverError, LaunchConfig};
 pub use device::CudaDevice;
 
@@ -114,6 +119,18 @@ pub fn driver_available() -> bool {
     static PRESENT: OnceLock<bool> = OnceLock::new();
     // SAFETY: the probe only tries to open the library with `dlopen` and closes it again.
     *PRESENT.get_or_init(|| unsafe { cudarc::driver::sys::is_culib_present() })
+}
+
+/// Opens GPU `ordinal` for tensors and loads every kernel module, and returns the shared
+/// handle ([`CudaDevice::shared`]).
+///
+/// Loading the modules JIT-compiles the embedded PTX, or compiles the sources with NVRTC when
+/// the build embedded none or the GPU is older than its architecture, so a success means that
+/// ops can run. The error names what is missing: the driver library, a GPU, or NVRTC.
+pub fn probe_device(ordinal: usize) -> Result<Arc<CudaDevice>, CudaError> {
+    let device = CudaDevice::shared(ordinal)?;
+    device.load_all_modules()?;
+    Ok(device)
 }
 
 /// Floating-point type that a kernel entry point is stamped for.

@@ -74,10 +74,10 @@ pub fn numel(dims: &[usize]) -> usize {
 pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
-    for axis in 0..rank {
+    for (axis, dim) in out.iter_mut().enumerate() {
         let da = dim_from_right(a, rank - 1 - axis);
         let db = dim_from_right(b, rank - 1 - axis);
-        out[axis] = match (da, db) {
+        *dim = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,

@@ -5,14 +5,15 @@
 //! through their output (sqrt, reciprocal) read it from [`BackwardArgs::output`].
 
 pub(crate) mod cpu;
+pub(crate) mod cuda;
 
 use crate::autograd::{BackwardArgs, Var};
 use crate::element::Element;
 use crate::error::Result;
-use crate::tensor::{broadcast_shape, Tensor};
+use crate::tensor::{broadcast_shape, same_device, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BinaryOp {
+pub(crate) enum BinaryOp {
     Add,
     Sub,
     Mul,
@@ -40,8 +41,56 @@ impl BinaryOp {
     }
 }
 
-/// Computes `a op b` on values, broadcasting as needed.
+/// A one-input op of this family, with a CPU closure and a CUDA kernel for each.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum UnaryOp {
+    AddScalar(f64),
+    MulScalar(f64),
+    Square,
+    Sqrt,
+    ReciprocalOrZero,
+}
+
+/// Computes `op(x)` on a value, on the value's device.
+fn unary_values<T: Element>(op: UnaryOp, x: &Tensor<T>) -> Result<Tensor<T>> {
+    if let Some(buffer) = x.cuda_buffer() {
+        return Tensor::from_cuda(x.shape(), cuda::unary(op, buffer)?);
+    }
+    Ok(match op {
+        UnaryOp::AddScalar(scalar) => {
+            let s = T::from_f64(scalar);
+            map_values(x, move |x| x + s)
+        }
+        UnaryOp::MulScalar(scalar) => {
+            let s = T::from_f64(scalar);
+            map_values(x, move |x| x * s)
+        }
+        UnaryOp::Square => map_values(x, |x| x * x),
+        UnaryOp::Sqrt => map_values(x, |x| x.sqrt()),
+        UnaryOp::ReciprocalOrZero => {
+            map_values(x, |x| if x > T::ZERO { T::ONE / x } else { T::ZERO })
+        }
+    })
+}
+
+/// Computes `a op b` on values, broadcasting as needed. Both must be on the same device.
 fn binary_values<T: Element>(op: BinaryOp, a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
+    if same_device(op.label(), &[a, b])?.is_cuda() {
+        let out_dims = if a.dims() == b.dims() {
+            a.dims().to_vec()
+        } else {
+            broadcast_shape(op.label(), a.dims(), b.dims())?
+        };
+        let out = cuda::binary(
+            op,
+            a.cuda(op.label())?,
+            a.dims(),
+            b.cuda(op.label())?,
+            b.dims(),
+            &out_dims,
+        )?;
+        return Tensor::from_cuda(out_dims, out);
+    }
     let f = move |x, y| op.apply(x, y);
     if a.dims() == b.dims() {
         let data = cpu::zip_map(a.as_slice(), b.as_slice(), f);
@@ -57,7 +106,7 @@ pub(crate) fn add_values<T: Element>(a: &Tensor<T>, b: &Tensor<T>) -> Result<Ten
     binary_values(BinaryOp::Add, a, b)
 }
 
-/// Applies `f` to every element of a value.
+/// Applies `f` to every element of a CPU value.
 pub(crate) fn map_values<T: Element>(x: &Tensor<T>, f: impl Fn(T) -> T + Sync) -> Tensor<T> {
     let data = cpu::map(x.as_slice(), f);
     Tensor::from_vec(x.shape(), data).expect("map keeps the element count")
@@ -127,8 +176,7 @@ impl<T: Element> Var<T> {
 
     /// Returns `self + scalar`.
     pub fn add_scalar(&self, scalar: f64) -> Result<Var<T>> {
-        let s = T::from_f64(scalar);
-        let value = map_values(self.value(), |x| x + s);
+        let value = unary_values(UnaryOp::AddScalar(scalar), self.value())?;
         Ok(Var::from_op("add_scalar", value, &[self], |args| {
             Ok(vec![Some(args.grad_output.clone())])
         }))
@@ -136,8 +184,7 @@ impl<T: Element> Var<T> {
 
     /// Returns `self * scalar`.
     pub fn mul_scalar(&self, scalar: f64) -> Result<Var<T>> {
-        let s = T::from_f64(scalar);
-        let value = map_values(self.value(), |x| x * s);
+        let value = unary_values(UnaryOp::MulScalar(scalar), self.value())?;
         Ok(Var::from_op("mul_scalar", value, &[self], move |args| {
             Ok(vec![Some(args.grad_output.mul_scalar(scalar)?)])
         }))
@@ -150,7 +197,7 @@ impl<T: Element> Var<T> {
 
     /// Returns `self^2` element-wise; the derivative is `2 self`.
     pub fn square(&self) -> Result<Var<T>> {
-        let value = map_values(self.value(), |x| x * x);
+        let value = unary_values(UnaryOp::Square, self.value())?;
         Ok(Var::from_op("square", value, &[self], |args| {
             let grad = args.grad_output.mul(&args.inputs[0])?.mul_scalar(2.0)?;
             Ok(vec![Some(grad)])
@@ -159,7 +206,7 @@ impl<T: Element> Var<T> {
 
     /// Returns the element-wise square root; the derivative is `1 / (2 sqrt(x))`.
     pub fn sqrt(&self) -> Result<Var<T>> {
-        let value = map_values(self.value(), |x| x.sqrt());
+        let value = unary_values(UnaryOp::Sqrt, self.value())?;
         Ok(Var::from_op("sqrt", value, &[self], |args| {
             let grad = args.grad_output.div(args.output)?.mul_scalar(0.5)?;
             Ok(vec![Some(grad)])
@@ -171,10 +218,7 @@ impl<T: Element> Var<T> {
     /// The derivative is `-1 / x^2 = -y^2` where `x > 0` and 0 elsewhere, so it stays finite at
     /// zero; the channel norm uses this to give a zero vector a zero gradient.
     pub fn reciprocal_or_zero(&self) -> Result<Var<T>> {
-        let value = map_values(
-            self.value(),
-            |x| if x > T::ZERO { T::ONE / x } else { T::ZERO },
-        );
+        let value = unary_values(UnaryOp::ReciprocalOrZero, self.value())?;
         Ok(Var::from_op("reciprocal_or_zero", value, &[self], |args| {
             let grad = args.grad_output.mul(&args.output.square()?)?.neg()?;
             Ok(vec![Some(grad)])

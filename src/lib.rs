@@ -1,10 +1,12 @@
 //! A deep-learning engine with its own autograd, a rayon CPU backend and hand-written CUDA
 //! kernels, and a SinGAN trainer built on it.
 //!
-//! Data flows through the modules in this order: [`tensor`] (buffers and shapes), [`ops`]
-//! (differentiable ops and their kernels), [`autograd`] (the graph and `grad`), [`nn`] (layers
-//! with named parameters), [`optim`] (Adam), [`gradcheck`] and [`fixtures`] (numeric and
-//! reference checks), then [`singan`] (the model and its training).
+//! Tensors live in host memory or on a CUDA GPU ([`Device`]), and every op runs where its
+//! operands are. Data flows through the modules in this order: [`tensor`] (buffers and shapes),
+//! [`ops`] (differentiable ops and their kernels), [`autograd`] (the graph and `grad`), [`nn`]
+//! (layers with named parameters) and [`optim`] (Adam). [`gradcheck`] and [`fixtures`] hold
+//! numeric and reference checks, and [`singan`] the model and its training. [`cuda`] contains
+//! the kernel modules, the device handle and GPU buffers.
 
 pub mod autograd;
 pub mod cuda;

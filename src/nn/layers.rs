@@ -130,22 +130,7 @@ impl<T: Element> BatchNorm2d<T> {
             );
         }
         let (out, stats) = x.batch_norm_train(self.weight.var(), self.bias.var(), self.eps)?;
-        let dims = x.dims();
-        let count = dims[0] * dims[2] * dims[3];
-        let correction = if count > 1 {
-            count as f64 / (count as f64 - 1.0)
-        } else {
-            1.0
-        };
-        let m = T::from_f64(self.momentum);
-        let keep = T::from_f64(1.0 - self.momentum);
-        let c = T::from_f64(correction);
-        for (running, &batch) in self.running_mean.data_mut().iter_mut().zip(&stats.mean) {
-            *running = keep * *running + m * batch;
-        }
-        for (running, &batch) in self.running_var.data_mut().iter_mut().zip(&stats.var) {
-            *running = keep * *running + m * batch * c;
-        }
+        stats.update_running(&mut self.running_mean, &mut self.running_var, self.momentum)?;
         self.num_batches_tracked += 1;
         Ok(out)
     }
@@ -190,7 +175,7 @@ impl<T: Element> Module<T> for BatchNorm2d<T> {
             self.running_var = load_tensor(lookup, &format!("{p}.running_var"), &[channels])?;
         }
         if let Some(count) = lookup(&format!("{p}.num_batches_tracked")) {
-            let value = count.as_slice().first().copied().ok_or_else(|| {
+            let value = count.to_cpu()?.as_slice().first().copied().ok_or_else(|| {
                 Error::Message(format!("state tensor {p}.num_batches_tracked is empty"))
             })?;
             self.num_batches_tracked = value.to_f64() as i64;

@@ -1,9 +1,12 @@
 //! Differentiable ops, one folder per family.
 //!
-//! Each family's `mod.rs` checks shapes, computes the value through its backend file (`cpu.rs`)
-//! and registers a backward function built from taped ops, so every op can be differentiated
-//! twice. All ops take and return contiguous tensors; strided input does not exist in this
-//! engine, so no family has to handle it.
+//! Each family's `mod.rs` checks shapes and devices and computes the value through its backend
+//! file: `cpu.rs` for host tensors, `cuda.rs` for GPU tensors. It registers a backward function
+//! built from taped ops, so every op can be differentiated twice on either device. Operands on
+//! different devices are rejected with [`crate::Error::DeviceMismatch`], and results stay on the
+//! operands' device. GPU ops only queue kernels on the device's stream: nothing waits for the
+//! GPU until a value is copied to the host. All ops take and return contiguous tensors; strided
+//! input does not exist in this engine, so no family has to handle it.
 
 pub mod activation;
 pub mod conv2d;

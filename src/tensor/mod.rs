@@ -230,6 +230,22 @@ impl<T: Element> Tensor<T> {
         })
     }
 
+    /// Returns the GPU buffer for writing, copying it on the GPU first if another tensor
+    /// shares it, or an error naming `op` for a CPU tensor.
+    pub(crate) fn cuda_mut(&mut self, op: &'static str) -> Result<&mut CudaBuffer<T>> {
+        let Storage::Cuda(buffer) = &mut self.storage else {
+            return Err(Error::DeviceMismatch {
+                op,
+                left: "cuda".to_string(),
+                right: Device::Cpu.to_string(),
+            });
+        };
+        if Arc::get_mut(buffer).is_none() {
+            *buffer = Arc::new(buffer.try_clone()?);
+        }
+        Ok(Arc::get_mut(buffer).expect("a freshly copied buffer has one owner"))
+    }
+
     /// Returns the elements in row-major order.
     ///
     /// # Panics

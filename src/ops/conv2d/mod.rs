@@ -12,13 +12,14 @@
 //! `(N, C_out, H + 2p - K_h + 1, W + 2p - K_w + 1)`.
 
 pub(crate) mod cpu;
+pub(crate) mod cuda;
 
 pub use cpu::{reference, ConvGeometry};
 
 use crate::autograd::Var;
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{same_device, Tensor};
 
 /// Checks an input and weight pair and returns the geometry of their convolution.
 fn geometry(
@@ -98,8 +99,14 @@ impl<T: Element> Var<T> {
 
 fn conv2d_no_bias<T: Element>(input: &Var<T>, weight: &Var<T>, padding: usize) -> Result<Var<T>> {
     let g = geometry("conv2d", input.dims(), weight.dims(), padding)?;
-    let data = cpu::forward(input.value().as_slice(), weight.value().as_slice(), &g);
-    let value = Tensor::from_vec([g.n, g.c_out, g.h_out(), g.w_out()], data)?;
+    let out_dims = [g.n, g.c_out, g.h_out(), g.w_out()];
+    let (x, w) = (input.value(), weight.value());
+    let value = if same_device("conv2d", &[x, w])?.is_cuda() {
+        let y = cuda::forward(x.cuda("conv2d")?, w.cuda("conv2d")?, &g)?;
+        Tensor::from_cuda(out_dims, y)?
+    } else {
+        Tensor::from_vec(out_dims, cpu::forward(x.as_slice(), w.as_slice(), &g))?
+    };
     let (h_in, w_in) = (g.h_in, g.w_in);
     let (k_h, k_w) = (g.k_h, g.k_w);
     Ok(Var::from_op(
@@ -149,12 +156,13 @@ pub fn conv2d_input_grad<T: Element>(
         padding,
     )?;
     check_grad_output(op, grad_output.dims(), &g)?;
-    let data = cpu::input_grad(
-        grad_output.value().as_slice(),
-        weight.value().as_slice(),
-        &g,
-    );
-    let value = Tensor::from_vec([g.n, g.c_in, g.h_in, g.w_in], data)?;
+    let out_dims = [g.n, g.c_in, g.h_in, g.w_in];
+    let (gy, w) = (grad_output.value(), weight.value());
+    let value = if same_device(op, &[gy, w])?.is_cuda() {
+        Tensor::from_cuda(out_dims, cuda::input_grad(gy.cuda(op)?, w.cuda(op)?, &g)?)?
+    } else {
+        Tensor::from_vec(out_dims, cpu::input_grad(gy.as_slice(), w.as_slice(), &g))?
+    };
     let (k_h, k_w) = (g.k_h, g.k_w);
     Ok(Var::from_op(
         op,
@@ -199,8 +207,18 @@ pub fn conv2d_weight_grad<T: Element>(
     let weight_dims = [c_out, c_in, kernel_hw.0, kernel_hw.1];
     let g = geometry(op, input.dims(), &weight_dims, padding)?;
     check_grad_output(op, grad_output.dims(), &g)?;
-    let data = cpu::weight_grad(input.value().as_slice(), grad_output.value().as_slice(), &g);
-    let value = Tensor::from_vec(weight_dims, data)?;
+    let (x, gy) = (input.value(), grad_output.value());
+    let value = if same_device(op, &[x, gy])?.is_cuda() {
+        Tensor::from_cuda(
+            weight_dims,
+            cuda::weight_grad(x.cuda(op)?, gy.cuda(op)?, &g)?,
+        )?
+    } else {
+        Tensor::from_vec(
+            weight_dims,
+            cpu::weight_grad(x.as_slice(), gy.as_slice(), &g),
+        )?
+    };
     let (h_in, w_in) = (g.h_in, g.w_in);
     Ok(Var::from_op(
         op,

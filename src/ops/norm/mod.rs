@@ -1,19 +1,92 @@
 //! Batch normalisation over the channel axis of `(N, C, H, W)` tensors.
 //!
 //! Training mode normalises with the batch mean and biased variance of each channel. Its first
-//! backward runs as one fused kernel; when the backward pass is itself being recorded (a
+//! backward runs as one fused kernel (rayon on the CPU, `batchnorm_bwd` on a GPU); when the backward pass is itself being recorded (a
 //! gradient penalty), it is built from taped ops instead, so that the input gradient can be
 //! differentiated through the mean, the variance and the weight. Inference mode uses fixed
 //! running statistics and is composed from taped ops.
 
 pub(crate) mod cpu;
-
-pub use cpu::ChannelStats;
+pub(crate) mod cuda;
 
 use crate::autograd::{is_grad_enabled, Var};
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{same_device, Tensor};
+
+/// Per-channel statistics of one training-mode batch norm call, on the input's device.
+#[derive(Clone, Debug)]
+pub struct BatchStats<T: Element> {
+    /// Mean of each channel over `(N, H, W)`, shape `(C)`.
+    pub mean: Tensor<T>,
+    /// Biased variance of each channel, shape `(C)`.
+    pub var: Tensor<T>,
+    /// Dims `(N, C, H, W)` of the normalised input.
+    input_dims: [usize; 4],
+}
+
+impl<T: Element> BatchStats<T> {
+    /// Number of values each channel's statistics are taken over: `N * H * W`.
+    pub fn count(&self) -> usize {
+        let [n, _, h, w] = self.input_dims;
+        n * h * w
+    }
+
+    /// Updates running statistics as PyTorch does:
+    /// `running = (1 - momentum) * running + momentum * batch`, with the unbiased variance
+    /// `var * m / (m - 1)` for `m = count()` (the biased one when `m = 1`). The running
+    /// tensors must have shape `(C)` and be on the statistics' device; on a GPU the update is
+    /// queued on the stream.
+    pub fn update_running(
+        &self,
+        running_mean: &mut Tensor<T>,
+        running_var: &mut Tensor<T>,
+        momentum: f64,
+    ) -> Result<()> {
+        const OP: &str = "batch_norm_running_update";
+        let channels = [self.input_dims[1]];
+        running_mean.expect_dims(OP, "running_mean", &channels)?;
+        running_var.expect_dims(OP, "running_var", &channels)?;
+        let device = same_device(OP, &[&self.mean, running_mean, running_var])?;
+
+        if device.is_cuda() {
+            let gpu = self.mean.cuda(OP)?.device().clone();
+            return cuda::update_running(
+                &gpu,
+                self.input_dims,
+                self.mean.cuda(OP)?,
+                self.var.cuda(OP)?,
+                running_mean.cuda_mut(OP)?,
+                running_var.cuda_mut(OP)?,
+                T::from_f64(momentum),
+            );
+        }
+
+        let count = self.count();
+        let correction = if count > 1 {
+            count as f64 / (count as f64 - 1.0)
+        } else {
+            1.0
+        };
+        let m = T::from_f64(momentum);
+        let keep = T::from_f64(1.0 - momentum);
+        let c = T::from_f64(correction);
+        for (running, &batch) in running_mean.data_mut().iter_mut().zip(self.mean.as_slice()) {
+            *running = keep * *running + m * batch;
+        }
+        for (running, &batch) in running_var.data_mut().iter_mut().zip(self.var.as_slice()) {
+            *running = keep * *running + m * batch * c;
+        }
+        Ok(())
+    }
+}
+
+/// Statistics that the fused first backward of training-mode batch norm reads, saved by the
+/// forward pass.
+enum SavedStats<T: Element> {
+    Cpu(cpu::ChannelStats<T>),
+    Cuda { mean: Tensor<T>, inv_std: Tensor<T> },
+}
 
 /// Checks an NCHW input and per-channel parameters of length `C`.
 fn check_params<T: Element>(
@@ -63,6 +136,51 @@ fn backward_taped<T: Element>(
     Ok([grad_input, grad_weight, grad_bias])
 }
 
+/// Computes the three training-mode gradients with the fused kernel of the value's device.
+fn backward_fused<T: Element>(
+    x: &Var<T>,
+    weight: &Var<T>,
+    grad_output: &Var<T>,
+    dims: [usize; 4],
+    saved: &SavedStats<T>,
+    eps: T,
+) -> Result<[Var<T>; 3]> {
+    const OP: &str = "batch_norm_train_backward";
+    let channels = [dims[1]];
+    let (x, w, g) = (x.value(), weight.value(), grad_output.value());
+    same_device(OP, &[x, w, g])?;
+    let (grad_input, grad_weight, grad_bias) = match saved {
+        SavedStats::Cpu(stats) => {
+            let grads = cpu::backward(x.as_slice(), g.as_slice(), dims, w.as_slice(), stats, eps);
+            (
+                Tensor::from_vec(x.shape(), grads.grad_input)?,
+                Tensor::from_vec(channels, grads.grad_weight)?,
+                Tensor::from_vec(channels, grads.grad_bias)?,
+            )
+        }
+        SavedStats::Cuda { mean, inv_std } => {
+            let grads = cuda::backward(
+                x.cuda(OP)?,
+                g.cuda(OP)?,
+                dims,
+                mean.cuda(OP)?,
+                inv_std.cuda(OP)?,
+                w.cuda(OP)?,
+            )?;
+            (
+                Tensor::from_cuda(x.shape(), grads.grad_input)?,
+                Tensor::from_cuda(channels, grads.grad_weight)?,
+                Tensor::from_cuda(channels, grads.grad_bias)?,
+            )
+        }
+    };
+    Ok([
+        Var::constant(grad_input),
+        Var::constant(grad_weight),
+        Var::constant(grad_bias),
+    ])
+}
+
 impl<T: Element> Var<T> {
     /// Normalises each channel with the batch mean and biased variance, then applies
     /// `weight * x_hat + bias`. Returns the output and the batch statistics, from which the
@@ -72,54 +190,67 @@ impl<T: Element> Var<T> {
         weight: &Var<T>,
         bias: &Var<T>,
         eps: f64,
-    ) -> Result<(Var<T>, ChannelStats<T>)> {
-        let dims = check_params("batch_norm_train", self, weight, bias)?;
+    ) -> Result<(Var<T>, BatchStats<T>)> {
+        const OP: &str = "batch_norm_train";
+        let dims = check_params(OP, self, weight, bias)?;
         if dims[0] * dims[2] * dims[3] == 0 {
             return Err(Error::shape(
-                "batch_norm_train",
+                OP,
                 "batch statistics need at least one value per channel",
                 &[self.dims()],
             ));
         }
-        let stats = cpu::channel_stats(self.value().as_slice(), dims);
+        let channels = [dims[1]];
         let e = T::from_f64(eps);
-        let scale: Vec<T> = (0..dims[1])
-            .map(|c| weight.value().as_slice()[c] / (stats.var[c] + e).sqrt())
-            .collect();
-        let shift: Vec<T> = (0..dims[1])
-            .map(|c| bias.value().as_slice()[c] - stats.mean[c] * scale[c])
-            .collect();
-        let data = cpu::scale_shift(self.value().as_slice(), dims, &scale, &shift);
-        let value = Tensor::from_vec(self.shape(), data)?;
+        let (x, w, b) = (self.value(), weight.value(), bias.value());
+        let (value, stats, saved) = if same_device(OP, &[x, w, b])?.is_cuda() {
+            let x_buffer = x.cuda(OP)?;
+            let stats = cuda::stats(x_buffer, dims, e)?;
+            let y = cuda::normalize(x_buffer, dims, &stats, w.cuda(OP)?, b.cuda(OP)?)?;
+            let mean = Tensor::from_cuda(channels, stats.mean)?;
+            let var = Tensor::from_cuda(channels, stats.var)?;
+            let inv_std = Tensor::from_cuda(channels, stats.inv_std)?;
+            let saved = SavedStats::Cuda {
+                mean: mean.clone(),
+                inv_std,
+            };
+            (Tensor::from_cuda(x.shape(), y)?, (mean, var), saved)
+        } else {
+            let stats = cpu::channel_stats(x.as_slice(), dims);
+            let scale: Vec<T> = (0..dims[1])
+                .map(|c| w.as_slice()[c] / (stats.var[c] + e).sqrt())
+                .collect();
+            let shift: Vec<T> = (0..dims[1])
+                .map(|c| b.as_slice()[c] - stats.mean[c] * scale[c])
+                .collect();
+            let data = cpu::scale_shift(x.as_slice(), dims, &scale, &shift);
+            let mean = Tensor::from_vec(channels, stats.mean.clone())?;
+            let var = Tensor::from_vec(channels, stats.var.clone())?;
+            (
+                Tensor::from_vec(x.shape(), data)?,
+                (mean, var),
+                SavedStats::Cpu(stats),
+            )
+        };
 
-        let saved = stats.clone();
-        let out = Var::from_op(
-            "batch_norm_train",
-            value,
-            &[self, weight, bias],
-            move |args| {
-                let (x, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
-                let [grad_input, grad_weight, grad_bias] = if is_grad_enabled() {
-                    backward_taped(x, w, g, eps)?
-                } else {
-                    let grads = cpu::backward(
-                        x.value().as_slice(),
-                        g.value().as_slice(),
-                        dims,
-                        w.value().as_slice(),
-                        &saved,
-                        e,
-                    );
-                    [
-                        Var::constant(Tensor::from_vec(x.shape(), grads.grad_input)?),
-                        Var::constant(Tensor::from_vec([dims[1]], grads.grad_weight)?),
-                        Var::constant(Tensor::from_vec([dims[1]], grads.grad_bias)?),
-                    ]
-                };
-                Ok(vec![Some(grad_input), Some(grad_weight), Some(grad_bias)])
+        let out = Var::from_op(OP, value, &[self, weight, bias], move |args| {
+            let (x, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
+            let [grad_input, grad_weight, grad_bias] = if is_grad_enabled() {
+                backward_taped(x, w, g, eps)?
+            } else {
+                backward_fused(x, w, g, dims, &saved, e)?
+            };
+            Ok(vec![Some(grad_input), Some(grad_weight), Some(grad_bias)])
+        });
+        let (mean, var) = stats;
+        Ok((
+            out,
+            BatchStats {
+                mean,
+                var,
+                input_dims: dims,
             },
-        );
-        Ok((out, stats))
+        ))
     }
 
     /// Normalises each channel with fixed statistics `running_mean`, `running_var` (each `(C)`),
@@ -136,14 +267,27 @@ impl<T: Element> Var<T> {
         let channels = dims[1];
         running_mean.expect_dims("batch_norm_eval", "running_mean", &[channels])?;
         running_var.expect_dims("batch_norm_eval", "running_var", &[channels])?;
-        let e = T::from_f64(eps);
-        let inv_std: Vec<T> = running_var
-            .as_slice()
-            .iter()
-            .map(|&v| T::ONE / (v + e).sqrt())
-            .collect();
+        let device = same_device(
+            "batch_norm_eval",
+            &[self.value(), weight.value(), running_mean, running_var],
+        )?;
         let per_channel = [1, channels, 1, 1];
-        let inv_std = Var::constant(Tensor::from_vec(per_channel, inv_std)?);
+        let inv_std = if device.is_cuda() {
+            // 1 / sqrt(var + eps) from the element-wise kernels. reciprocal_or_zero is 1 / x
+            // here, because a variance plus a positive eps is positive.
+            Var::constant(running_var.reshape(per_channel)?)
+                .add_scalar(eps)?
+                .sqrt()?
+                .reciprocal_or_zero()?
+        } else {
+            let e = T::from_f64(eps);
+            let inv_std: Vec<T> = running_var
+                .as_slice()
+                .iter()
+                .map(|&v| T::ONE / (v + e).sqrt())
+                .collect();
+            Var::constant(Tensor::from_vec(per_channel, inv_std)?)
+        };
         let mean = Var::constant(running_mean.reshape(per_channel)?);
         let scale = weight.reshape(&per_channel)?.mul(&inv_std)?;
         self.sub(&mean)?

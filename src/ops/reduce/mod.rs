@@ -4,6 +4,7 @@
 //! broadcasting ops differentiable any number of times.
 
 pub(crate) mod cpu;
+pub(crate) mod cuda;
 
 use crate::autograd::Var;
 use crate::element::Element;
@@ -30,7 +31,14 @@ pub(crate) fn sum_to_values<T: Element>(x: &Tensor<T>, target: &[usize]) -> Resu
             &[x.dims(), target],
         ));
     }
+    if x.numel() == 0 {
+        // A sum over no elements is zero.
+        return Tensor::zeros_on(target, &x.device());
+    }
     let padded = left_pad(target, x.dims().len());
+    if let Some(buffer) = x.cuda_buffer() {
+        return Tensor::from_cuda(target, cuda::sum_to(buffer, x.dims(), &padded)?);
+    }
     let data = cpu::sum_to(x.as_slice(), x.dims(), &padded);
     Tensor::from_vec(target, data)
 }
@@ -47,6 +55,9 @@ pub(crate) fn broadcast_values<T: Element>(x: &Tensor<T>, target: &[usize]) -> R
             "the input shape does not broadcast to the target shape",
             &[x.dims(), target],
         ));
+    }
+    if let Some(buffer) = x.cuda_buffer() {
+        return Tensor::from_cuda(target, cuda::broadcast_to(buffer, x.dims(), target)?);
     }
     let zero = [T::ZERO];
     let data = crate::ops::elementwise::cpu::broadcast_map(
@@ -144,8 +155,11 @@ impl<T: Element> Var<T> {
     /// The derivative is `x / ||x||`, taken as 0 where the norm is 0.
     pub fn channel_norm(&self) -> Result<Var<T>> {
         let dims = self.value().dims4("channel_norm", "input")?;
-        let data = cpu::channel_norm(self.value().as_slice(), dims);
-        let value = Tensor::from_vec([dims[0], 1, dims[2], dims[3]], data)?;
+        let out_dims = [dims[0], 1, dims[2], dims[3]];
+        let value = match self.value().cuda_buffer() {
+            Some(buffer) => Tensor::from_cuda(out_dims, cuda::channel_norm(buffer, dims)?)?,
+            None => Tensor::from_vec(out_dims, cpu::channel_norm(self.value().as_slice(), dims))?,
+        };
         Ok(Var::from_op("channel_norm", value, &[self], |args| {
             let scale = args.grad_output.mul(&args.output.reciprocal_or_zero()?)?;
             Ok(vec![Some(args.inputs[0].mul(&scale)?)])

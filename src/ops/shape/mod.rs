@@ -4,6 +4,7 @@
 //! backward, so both can be differentiated any number of times.
 
 pub(crate) mod cpu;
+pub(crate) mod cuda;
 
 pub use cpu::Margins;
 
@@ -29,14 +30,16 @@ impl<T: Element> Var<T> {
     pub fn pad(&self, margins: Margins) -> Result<Var<T>> {
         let dims = self.value().dims4("pad", "input")?;
         let [n, c, h, w] = dims;
-        let data = cpu::pad(self.value().as_slice(), dims, margins);
         let out_dims = [
             n,
             c,
             h + margins.top + margins.bottom,
             w + margins.left + margins.right,
         ];
-        let value = Tensor::from_vec(out_dims, data)?;
+        let value = match self.value().cuda_buffer() {
+            Some(buffer) => Tensor::from_cuda(out_dims, cuda::pad(buffer, dims, margins)?)?,
+            None => Tensor::from_vec(out_dims, cpu::pad(self.value().as_slice(), dims, margins))?,
+        };
         Ok(Var::from_op("pad", value, &[self], move |args| {
             let grad = args.grad_output.crop(margins.top, margins.left, h, w)?;
             Ok(vec![Some(grad)])
@@ -64,8 +67,15 @@ impl<T: Element> Var<T> {
                 &[self.dims()],
             ));
         }
-        let data = cpu::crop(self.value().as_slice(), dims, top, left, h, w);
-        let value = Tensor::from_vec([n, c, h, w], data)?;
+        let value = match self.value().cuda_buffer() {
+            Some(buffer) => {
+                Tensor::from_cuda([n, c, h, w], cuda::crop(buffer, dims, (top, left), (h, w))?)?
+            }
+            None => Tensor::from_vec(
+                [n, c, h, w],
+                cpu::crop(self.value().as_slice(), dims, top, left, h, w),
+            )?,
+        };
         let margins = Margins {
             top,
             bottom: h_in - top - h,

@@ -195,7 +195,7 @@ impl<T: Element> Var<T> {
                 self.dims()
             )));
         }
-        let seed = Var::constant(Tensor::ones(self.shape()));
+        let seed = Var::constant(Tensor::ones_on(self.shape(), &self.value().device())?);
         let leaves = reachable_leaves(std::slice::from_ref(self));
         let grads = grad(std::slice::from_ref(self), &leaves, Some(&[seed]), false)?;
         for (leaf, grad) in leaves.iter().zip(grads) {
@@ -377,7 +377,8 @@ fn seed_gradients<T: Element>(
             .iter()
             .map(|output| {
                 if output.numel() == 1 {
-                    Ok(Var::constant(Tensor::ones(output.shape())))
+                    let device = output.value().device();
+                    Ok(Var::constant(Tensor::ones_on(output.shape(), &device)?))
                 } else {
                     Err(Error::Autograd(format!(
                         "grad() without grad_outputs needs one-element outputs, but {} has \

@@ -9,10 +9,12 @@ mod layers;
 
 pub use layers::{BatchNorm2d, Conv2d, ConvBlock};
 
+use std::collections::HashMap;
+
 use crate::autograd::Var;
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 
 /// A named trainable tensor.
 #[derive(Clone)]
@@ -91,6 +93,17 @@ pub trait Module<T: Element> {
     /// Counts the trainable scalars.
     fn num_params(&self) -> usize {
         self.params().iter().map(|p| p.value().numel()).sum()
+    }
+
+    /// Moves every state tensor, parameters and buffers alike, to `device`. Parameters keep
+    /// their names and whether they require a gradient.
+    fn to_device(&mut self, device: &Device) -> Result<()> {
+        let moved = self
+            .state()
+            .into_iter()
+            .map(|(name, tensor)| Ok((name, tensor.to_device(device)?)))
+            .collect::<Result<HashMap<String, Tensor<T>>>>()?;
+        self.load_state(&|name| moved.get(name).cloned())
     }
 }
 

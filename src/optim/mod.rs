@@ -1,9 +1,14 @@
 //! Adam with PyTorch's update rule, and a step learning-rate schedule.
+//!
+//! Parameters on a GPU are updated by the fused `adam_update` kernel, whose moment estimates
+//! live on the same GPU.
+
+mod cuda;
 
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::nn::Param;
-use crate::tensor::Tensor;
+use crate::tensor::{same_device, Tensor};
 
 /// Adam settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -60,7 +65,9 @@ impl<T: Element> Adam<T> {
     }
 
     /// Updates every parameter from its gradient; a `None` gradient counts as zero, as for a
-    /// parameter the loss does not reach.
+    /// parameter the loss does not reach. Each gradient must be on its parameter's device.
+    /// A parameter moved to another device since the last step keeps its moments, which move
+    /// with it.
     pub fn step(
         &mut self,
         params: &mut [&mut Param<T>],
@@ -83,7 +90,7 @@ impl<T: Element> Adam<T> {
             let grad = match &grads[index] {
                 Some(grad) => grad.clone(),
                 // A missing gradient is a zero one: the moments still decay, as in PyTorch.
-                None => Tensor::zeros(param.value().shape()),
+                None => Tensor::zeros_on(param.value().shape(), &param.value().device())?,
             };
             self.update_one(index, param, &grad, &coefficients)?;
         }
@@ -104,6 +111,18 @@ impl<T: Element> Adam<T> {
                 &[param.value().dims(), grad.dims()],
             ));
         }
+        let device = same_device("Adam::step", &[param.value(), grad])?;
+        for moment in [
+            &mut self.first_moment[index],
+            &mut self.second_moment[index],
+        ] {
+            if moment.device() != device {
+                *moment = moment.to_device(&device)?;
+            }
+        }
+        if device.is_cuda() {
+            return self.update_one_cuda(index, param, grad);
+        }
         let m = self.first_moment[index].data_mut();
         let v = self.second_moment[index].data_mut();
         let mut value = param.value().clone();
@@ -113,6 +132,39 @@ impl<T: Element> Adam<T> {
             *v = k.beta2 * *v + k.one_minus_beta2 * g * g;
             *p -= k.step_size * *m / (v.sqrt() / k.sqrt_correction2 + k.eps);
         }
+        param.set_value(value)
+    }
+
+    /// Runs the update of one GPU parameter with the fused kernel, in the kernel's order of
+    /// operations: `p -= lr * (m / c1) / (sqrt(v / c2) + eps)`.
+    fn update_one_cuda(
+        &mut self,
+        index: usize,
+        param: &mut Param<T>,
+        grad: &Tensor<T>,
+    ) -> Result<()> {
+        const OP: &str = "Adam::step";
+        let config = &self.config;
+        let t = self.step as f64;
+        let scalars = cuda::AdamScalars {
+            lr: T::from_f64(config.lr),
+            beta1: T::from_f64(config.beta1),
+            beta2: T::from_f64(config.beta2),
+            eps: T::from_f64(config.eps),
+            bias_correction1: T::from_f64(1.0 - config.beta1.powf(t)),
+            bias_correction2: T::from_f64(1.0 - config.beta2.powf(t)),
+        };
+        // The clone shares its buffer with the parameter's leaf, so cuda_mut copies it first
+        // and a graph that saved the old value keeps it.
+        let mut value = param.value().clone();
+        let (first, second) = (&mut self.first_moment, &mut self.second_moment);
+        cuda::adam_update(
+            grad.cuda(OP)?,
+            value.cuda_mut(OP)?,
+            first[index].cuda_mut(OP)?,
+            second[index].cuda_mut(OP)?,
+            &scalars,
+        )?;
         param.set_value(value)
     }
 }

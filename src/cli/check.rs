@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::{resolve_device, DeviceChoice};
-use singan::gradcheck::{all_cases, check, CaseDims, CheckSettings};
+use singan::gradcheck::{all_cases, check_on, CaseDims, CheckSettings};
+use singan::Device;
 
 #[derive(Subcommand, Debug)]
 pub enum CheckCommand {
@@ -34,20 +35,30 @@ pub enum CheckCommand {
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceChoice,
     },
+    /// Compile every CUDA kernel module with NVRTC and list its entry points; needs the NVRTC
+    /// library but no GPU.
+    Kernels {
+        /// Virtual GPU architecture to compile for, compute_XY or sm_XY.
+        #[arg(long, default_value = singan::cuda::DEFAULT_PTX_ARCH)]
+        arch: String,
+    },
 }
 
 pub fn run(command: CheckCommand) -> Result<ExitCode, String> {
     match command {
         CheckCommand::Grad { device } => {
-            resolve_device(device)?;
-            check_grad()
+            let device = resolve_device(device)?;
+            check_grad(&device)
         }
         CheckCommand::Fixtures { dir, device } => {
-            resolve_device(device)?;
-            check_fixtures(&dir)
+            let device = resolve_device(device)?;
+            check_fixtures(&dir, &device)
         }
+        CheckCommand::Kernels { arch } => Ok(check_kernels(&arch)),
         CheckCommand::Trace { file, device } => {
-            resolve_device(device)?;
+            if resolve_device(device)?.is_cuda() {
+                eprintln!("check trace: the trace replays on the CPU; its trainer steps are not wired to a GPU");
+            }
             let report = singan::fixtures::trace::check_trace(&file).map_err(|e| e.to_string())?;
             print!("{}", report.render());
             Ok(exit_status(report.passed()))
@@ -55,7 +66,7 @@ pub fn run(command: CheckCommand) -> Result<ExitCode, String> {
     }
 }
 
-fn check_grad() -> Result<ExitCode, String> {
+fn check_grad(device: &Device) -> Result<ExitCode, String> {
     let dims = CaseDims::default();
     let settings = CheckSettings::default();
     println!(
@@ -66,7 +77,7 @@ fn check_grad() -> Result<ExitCode, String> {
     for case in all_cases() {
         let setup = case.setup(&dims);
         let shapes = case.shape_label(&dims);
-        let (abs, rel, verdict) = match check(&setup, &settings) {
+        let (abs, rel, verdict) = match check_on(&setup, &settings, device) {
             Ok(report) => {
                 let verdict = if report.passed() { "pass" } else { "FAIL" };
                 if !report.passed() {
@@ -96,10 +107,44 @@ fn check_grad() -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_fixtures(dir: &std::path::Path) -> Result<ExitCode, String> {
-    let report = singan::fixtures::check_dir(dir).map_err(|e| e.to_string())?;
+fn check_fixtures(dir: &std::path::Path, device: &Device) -> Result<ExitCode, String> {
+    let report = singan::fixtures::check_dir_on(dir, device).map_err(|e| e.to_string())?;
     print!("{}", report.render());
     Ok(exit_status(report.passed()))
+}
+
+/// Compiles every kernel module for `arch` and prints one row per module, with any compiler
+/// log below its row. Returns exit status 1 when NVRTC is missing or a module fails.
+fn check_kernels(arch: &str) -> ExitCode {
+    let report = match singan::cuda::compile_all_kernels(arch) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let version = match singan::cuda::nvrtc_version() {
+        Some((major, minor)) => format!("NVRTC {major}.{minor}"),
+        None => "NVRTC".to_string(),
+    };
+    println!("compiled for {} with {version}", report.arch);
+    println!("{:<14} {:>12}  log", "module", "entry points");
+    for module in &report.modules {
+        let log = if module.log.trim().is_empty() {
+            "-"
+        } else {
+            "see below"
+        };
+        println!(
+            "{:<14} {:>12}  {log}",
+            module.name, module.entry_point_count
+        );
+        for line in module.log.lines().filter(|line| !line.trim().is_empty()) {
+            println!("    {line}");
+        }
+    }
+    println!("all {} kernel modules compiled", report.modules.len());
+    ExitCode::SUCCESS
 }
 
 fn exit_status(passed: bool) -> ExitCode {

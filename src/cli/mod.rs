@@ -55,18 +55,47 @@ pub enum DeviceChoice {
 }
 
 /// Resolves `--device` to a backend, printing which one runs.
+///
+/// `auto` picks GPU 0 when it opens and its kernel modules load, and the CPU otherwise, printing
+/// why. `cuda` without a usable GPU is an error that names what is missing: the driver library,
+/// a GPU, or NVRTC (with the command that installs it). Probing never panics.
 pub fn resolve_device(choice: DeviceChoice) -> Result<singan::Device, String> {
     match choice {
         DeviceChoice::Cpu => Ok(singan::Device::Cpu),
-        DeviceChoice::Auto => {
-            eprintln!("device: cpu (this build runs ops on the CPU backend)");
-            Ok(singan::Device::Cpu)
-        }
-        DeviceChoice::Cuda => Err(
-            "--device cuda: this build's ops run on the CPU backend only; use --device cpu"
-                .to_string(),
-        ),
+        DeviceChoice::Auto => match probe_cuda() {
+            Ok((device, description)) => {
+                eprintln!("device: {device} ({description})");
+                Ok(device)
+            }
+            Err(reason) => {
+                eprintln!("device: cpu (no usable CUDA GPU: {reason})");
+                Ok(singan::Device::Cpu)
+            }
+        },
+        DeviceChoice::Cuda => match probe_cuda() {
+            Ok((device, description)) => {
+                eprintln!("device: {device} ({description})");
+                Ok(device)
+            }
+            Err(reason) => Err(format!(
+                "--device cuda: no usable CUDA GPU: {reason}; use --device cpu to run on the CPU"
+            )),
+        },
     }
+}
+
+/// Opens GPU 0 and loads every kernel module. Returns the device and a description such as
+/// `NVIDIA H200, compute capability 9.0`, or the reason the GPU cannot run ops.
+fn probe_cuda() -> Result<(singan::Device, String), String> {
+    let gpu = singan::cuda::probe_device(0).map_err(|error| error.to_string())?;
+    let (major, minor) = gpu.compute_capability();
+    let name = gpu
+        .name()
+        .unwrap_or_else(|error| format!("unnamed GPU ({error})"));
+    Ok((
+        singan::Device::Cuda(gpu.ordinal()),
+        format!("{name}, compute capability {major}.{minor}"),
+    ))
 }
 
 /// Parses the arguments, runs the command and maps its outcome to an exit status.

@@ -1,7 +1,8 @@
 //! The catalogue of gradient checks: one entry per op and order.
 //!
 //! Each case builds random inputs and the loss `sum(op(inputs) * r)` with a random `r`, so the
-//! upstream gradient is not uniform. Second-order cases wrap that loss with
+//! upstream gradient is not uniform. Losses move their constants to the device of their inputs,
+//! so every case also runs on a GPU. Second-order cases wrap that loss with
 //! [`super::second_order`].
 
 use super::{second_order, CheckSetup, LossFn, SeededNormal};
@@ -57,11 +58,14 @@ impl CaseDims {
     }
 }
 
+/// Builds a case's inputs and loss at the given sizes from a seeded source.
+type CaseBuilder = fn(&CaseDims, &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn);
+
 /// One gradient check: an op, the order of differentiation and how to build it.
 pub struct GradCase {
     pub name: &'static str,
     pub order: u8,
-    build: fn(&CaseDims, &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn),
+    build: CaseBuilder,
 }
 
 impl GradCase {
@@ -94,9 +98,11 @@ impl GradCase {
     }
 }
 
-/// Returns `sum(out * r)` for a fixed random `r` of the output's shape.
+/// Returns `sum(out * r)` for a fixed random `r` of the output's shape, moving `r` to the
+/// output's device.
 fn weighted(out: Var<f64>, r: &Tensor<f64>) -> Result<Var<f64>> {
-    out.mul(&Var::constant(r.clone()))?.sum()
+    let r = r.to_device(&out.value().device())?;
+    out.mul(&Var::constant(r))?.sum()
 }
 
 /// Builds a loss that applies `op` and weights its output by a random tensor of `out_dims`.
@@ -162,6 +168,8 @@ fn batch_norm_eval(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, L
     let var = Tensor::from_vec([d.c_in], (0..d.c_in).map(|_| 0.5 + rng.uniform()).collect())
         .expect("one variance per channel");
     let loss = weighted_loss(rng, &d.input(), move |x| {
+        let device = x[0].value().device();
+        let (mean, var) = (mean.to_device(&device)?, var.to_device(&device)?);
         x[0].batch_norm_eval(&x[1], &x[2], &mean, &var, 1e-5)
     });
     (inputs, loss)
@@ -403,10 +411,7 @@ fn gradient_penalty(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, 
 /// Every check, first order for every op and second order for the ops a gradient penalty
 /// differentiates twice.
 pub fn all_cases() -> Vec<GradCase> {
-    let first: [(
-        &'static str,
-        fn(&CaseDims, &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn),
-    ); 28] = [
+    let first: [(&'static str, CaseBuilder); 28] = [
         ("conv2d", conv2d),
         ("conv2d_input_grad", conv2d_input_grad),
         ("conv2d_weight_grad", conv2d_weight_grad),
@@ -436,10 +441,7 @@ pub fn all_cases() -> Vec<GradCase> {
         ("mse", mse),
         ("bce_with_logits", bce_with_logits),
     ];
-    let second: [(
-        &'static str,
-        fn(&CaseDims, &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn),
-    ); 10] = [
+    let second: [(&'static str, CaseBuilder); 10] = [
         ("conv2d", conv2d),
         ("conv2d_input_grad", conv2d_input_grad),
         ("conv2d_weight_grad", conv2d_weight_grad),

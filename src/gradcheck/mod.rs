@@ -3,7 +3,9 @@
 //! A check evaluates a scalar loss `f(inputs)`, takes its gradient with [`grad`], and compares
 //! each element with `(f(x + h) - f(x - h)) / 2h`. Second-order checks differentiate
 //! `sum_i <grad_i f, v_i>` (built with `create_graph = true`) the same way, which exercises the
-//! backward of every backward function involved. Checks run in f64.
+//! backward of every backward function involved. Checks run in f64, on the CPU or, with the
+//! `_on` functions, on another device: inputs are perturbed in host memory and moved to the
+//! device for every evaluation.
 
 mod cases;
 
@@ -11,7 +13,7 @@ pub use cases::{all_cases, CaseDims, GradCase};
 
 use crate::autograd::{grad, Var};
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 
 /// A scalar loss of the inputs, built from taped ops.
 pub type LossFn = Box<dyn Fn(&[Var<f64>]) -> Result<Var<f64>>>;
@@ -104,9 +106,17 @@ impl CheckReport {
     }
 }
 
-/// Evaluates `loss` at `inputs` and returns its single value.
-fn evaluate(loss: &LossFn, inputs: &[Tensor<f64>]) -> Result<f64> {
-    let vars: Vec<Var<f64>> = inputs.iter().map(|t| Var::param(t.clone())).collect();
+/// Returns trainable leaves holding `inputs` on `device`.
+fn leaves_on(inputs: &[Tensor<f64>], device: &Device) -> Result<Vec<Var<f64>>> {
+    inputs
+        .iter()
+        .map(|t| Ok(Var::param(t.to_device(device)?)))
+        .collect()
+}
+
+/// Evaluates `loss` at `inputs` on `device` and returns its single value.
+fn evaluate(loss: &LossFn, inputs: &[Tensor<f64>], device: &Device) -> Result<f64> {
+    let vars = leaves_on(inputs, device)?;
     let value = loss(&vars)?;
     value.item()
 }
@@ -114,7 +124,17 @@ fn evaluate(loss: &LossFn, inputs: &[Tensor<f64>]) -> Result<f64> {
 /// Computes the analytic gradient of `loss` for every input (zeros where it does not depend on
 /// one).
 pub fn analytic_gradients(loss: &LossFn, inputs: &[Tensor<f64>]) -> Result<Vec<Tensor<f64>>> {
-    let vars: Vec<Var<f64>> = inputs.iter().map(|t| Var::param(t.clone())).collect();
+    analytic_gradients_on(loss, inputs, &Device::Cpu)
+}
+
+/// Computes the analytic gradients like [`analytic_gradients`] with the ops on `device`, and
+/// returns them in host memory.
+pub fn analytic_gradients_on(
+    loss: &LossFn,
+    inputs: &[Tensor<f64>],
+    device: &Device,
+) -> Result<Vec<Tensor<f64>>> {
+    let vars = leaves_on(inputs, device)?;
     let out = loss(&vars)?;
     if out.numel() != 1 {
         return Err(Error::invalid(
@@ -123,14 +143,14 @@ pub fn analytic_gradients(loss: &LossFn, inputs: &[Tensor<f64>]) -> Result<Vec<T
         ));
     }
     let grads = grad(&[out], &vars, None, false)?;
-    Ok(grads
+    grads
         .into_iter()
         .zip(inputs)
         .map(|(g, input)| match g {
-            Some(g) => g.value().clone(),
-            None => Tensor::zeros(input.shape()),
+            Some(g) => g.value().to_cpu(),
+            None => Ok(Tensor::zeros(input.shape())),
         })
-        .collect())
+        .collect()
 }
 
 /// Computes central differences of `loss` for every element of every input.
@@ -139,6 +159,17 @@ pub fn numeric_gradients(
     inputs: &[Tensor<f64>],
     step: f64,
 ) -> Result<Vec<Tensor<f64>>> {
+    numeric_gradients_on(loss, inputs, step, &Device::Cpu)
+}
+
+/// Computes central differences like [`numeric_gradients`], evaluating the loss on `device`.
+/// `inputs` are in host memory.
+pub fn numeric_gradients_on(
+    loss: &LossFn,
+    inputs: &[Tensor<f64>],
+    step: f64,
+    device: &Device,
+) -> Result<Vec<Tensor<f64>>> {
     let mut result = Vec::with_capacity(inputs.len());
     for index in 0..inputs.len() {
         let mut grads = vec![0.0; inputs[index].numel()];
@@ -146,9 +177,9 @@ pub fn numeric_gradients(
             let mut shifted = inputs.to_vec();
             let original = inputs[index].as_slice()[element];
             shifted[index].data_mut()[element] = original + step;
-            let plus = evaluate(loss, &shifted)?;
+            let plus = evaluate(loss, &shifted, device)?;
             shifted[index].data_mut()[element] = original - step;
-            let minus = evaluate(loss, &shifted)?;
+            let minus = evaluate(loss, &shifted, device)?;
             *slot = (plus - minus) / (2.0 * step);
         }
         result.push(Tensor::from_vec(inputs[index].shape(), grads)?);
@@ -209,8 +240,19 @@ pub fn compare(
 
 /// Checks the gradient of `setup.loss` with respect to every input.
 pub fn check(setup: &CheckSetup, settings: &CheckSettings) -> Result<CheckReport> {
-    let analytic = analytic_gradients(&setup.loss, &setup.inputs)?;
-    let numeric = numeric_gradients(&setup.loss, &setup.inputs, settings.step)?;
+    check_on(setup, settings, &Device::Cpu)
+}
+
+/// Checks like [`check`] with the ops on `device`. `setup.inputs` stay in host memory, and the
+/// loss must accept inputs on `device` (every loss of [`all_cases`] moves its constants to the
+/// device of its inputs).
+pub fn check_on(
+    setup: &CheckSetup,
+    settings: &CheckSettings,
+    device: &Device,
+) -> Result<CheckReport> {
+    let analytic = analytic_gradients_on(&setup.loss, &setup.inputs, device)?;
+    let numeric = numeric_gradients_on(&setup.loss, &setup.inputs, settings.step, device)?;
     let inputs = analytic
         .iter()
         .zip(&numeric)
@@ -221,7 +263,8 @@ pub fn check(setup: &CheckSetup, settings: &CheckSettings) -> Result<CheckReport
 }
 
 /// Wraps a loss into its second-order form `sum_i <grad_i loss, v_i>`, whose gradient is a
-/// Hessian-vector product; `directions[i]` is `v_i`, with the shape of input `i`.
+/// Hessian-vector product; `directions[i]` is `v_i`, with the shape of input `i`. Each `v_i`
+/// is moved to the device of its gradient.
 pub fn second_order(loss: LossFn, directions: Vec<Tensor<f64>>) -> LossFn {
     Box::new(move |inputs: &[Var<f64>]| {
         let out = loss(inputs)?;
@@ -229,7 +272,8 @@ pub fn second_order(loss: LossFn, directions: Vec<Tensor<f64>>) -> LossFn {
         let mut total: Option<Var<f64>> = None;
         for (g, v) in grads.into_iter().zip(&directions) {
             let Some(g) = g else { continue };
-            let term = g.mul(&Var::constant(v.clone()))?.sum()?;
+            let v = v.to_device(&g.value().device())?;
+            let term = g.mul(&Var::constant(v))?.sum()?;
             total = Some(match total {
                 None => term,
                 Some(previous) => previous.add(&term)?,

@@ -1,16 +1,19 @@
 //! Times conv2d forward, input gradient and weight gradient at SinGAN shapes and prints
 //! milliseconds and GFLOP/s.
 //!
-//! Run with `cargo bench --bench conv2d`. Each op is checked against the plain reference loops
-//! once on a small case before any timing. FLOPs count one multiply and one add per weight tap:
-//! `2 * N * C_out * C_in * K_h * K_w * H_out * W_out` for every op.
+//! Run with `cargo bench --bench conv2d`, or `cargo bench --bench conv2d -- --device cuda` to
+//! time the CUDA kernels on GPU 0 (the built binary under target/release/deps takes the same
+//! option). Each op is checked against the plain reference loops once on a small case before
+//! any timing. FLOPs count one multiply and one add per weight tap:
+//! `2 * N * C_out * C_in * K_h * K_w * H_out * W_out` for every op. GPU timings wait for the
+//! kernels to finish before reading the clock.
 
 use std::time::{Duration, Instant};
 
 use singan::autograd::Var;
 use singan::gradcheck::SeededNormal;
 use singan::ops::conv2d::{conv2d_input_grad, conv2d_weight_grad, reference, ConvGeometry};
-use singan::tensor::Tensor;
+use singan::tensor::{Device, Tensor};
 
 /// SinGAN's convolutions at the coarsest, a middle and the finest scale of a 250x188 image:
 /// (channels, input height, input width).
@@ -33,7 +36,43 @@ fn time_op(mut op: impl FnMut()) -> (f64, f64) {
     (samples[samples.len() / 2], samples[0])
 }
 
-fn verify_once() {
+/// Reads `--device cpu|cuda` from the arguments, ignoring the `--bench` flag that cargo adds.
+fn device_from_args() -> Device {
+    let args: Vec<String> = std::env::args().collect();
+    let value = args
+        .iter()
+        .position(|arg| arg == "--device")
+        .and_then(|index| args.get(index + 1));
+    match value.map(String::as_str) {
+        None | Some("cpu") => Device::Cpu,
+        Some("cuda") => match singan::cuda::probe_device(0) {
+            Ok(gpu) => Device::Cuda(gpu.ordinal()),
+            Err(error) => {
+                eprintln!("error: --device cuda: {error}");
+                std::process::exit(2);
+            }
+        },
+        Some(other) => {
+            eprintln!("error: --device must be cpu or cuda, not {other:?}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Returns a constant holding `tensor` on `device`.
+fn constant_on<T: singan::Element>(tensor: Tensor<T>, device: &Device) -> Var<T> {
+    Var::constant(tensor.to_device(device).expect("copy to the device"))
+}
+
+/// Waits for the kernels that computed `value` and drops it.
+fn finish<T: singan::Element>(value: Var<T>) {
+    value
+        .value()
+        .synchronize()
+        .expect("the op's kernels succeed");
+}
+
+fn verify_once(device: &Device) {
     let g = ConvGeometry {
         n: 1,
         c_in: 4,
@@ -48,13 +87,13 @@ fn verify_once() {
     let mut rng = SeededNormal::new(3);
     let x = rng.tensor(&[1, 4, 13, 17]);
     let w = rng.tensor(&[5, 4, 3, 3]);
-    let y = Var::constant(x.clone())
-        .conv2d(&Var::constant(w.clone()), None, 0)
+    let y = constant_on(x.clone(), device)
+        .conv2d(&constant_on(w.clone(), device), None, 0)
         .unwrap();
     let expected = reference::forward(x.as_slice(), w.as_slice(), &g);
     let error = y
         .value()
-        .as_slice()
+        .to_vec()
         .iter()
         .zip(&expected)
         .map(|(a, b)| (a - b).abs())
@@ -66,33 +105,40 @@ fn verify_once() {
 }
 
 fn main() {
-    verify_once();
-    println!("device: cpu, threads: {}", rayon::current_num_threads());
+    let device = device_from_args();
+    verify_once(&device);
+    match device {
+        Device::Cpu => println!("device: cpu, threads: {}", rayon::current_num_threads()),
+        Device::Cuda(_) => println!("device: {device}, f32"),
+    }
     println!(
         "{:<22} {:<10} {:>10} {:>10} {:>9} {:>9}",
         "shape (C, H, W)", "op", "median ms", "min ms", "GFLOP", "GFLOP/s"
     );
     for (channels, h, w) in SHAPES {
         let mut rng = SeededNormal::new(1);
-        let x = Var::constant(rng.tensor(&[1, channels, h, w]).cast::<f32>());
-        let weight = Var::constant(rng.tensor(&[channels, channels, 3, 3]).cast::<f32>());
+        let x = constant_on(rng.tensor(&[1, channels, h, w]).cast::<f32>(), &device);
+        let weight = constant_on(
+            rng.tensor(&[channels, channels, 3, 3]).cast::<f32>(),
+            &device,
+        );
         let (h_out, w_out) = (h - 2, w - 2);
-        let grad_y = Var::constant(Tensor::<f32>::ones([1, channels, h_out, w_out]));
+        let grad_y = constant_on(Tensor::<f32>::ones([1, channels, h_out, w_out]), &device);
         let gflop = 2.0 * (channels * channels * 9 * h_out * w_out) as f64 / 1e9;
         let label = format!("({channels}, {h}, {w})");
 
         let ops: [(&str, Box<dyn FnMut()>); 3] = [
             (
                 "forward",
-                Box::new(|| drop(x.conv2d(&weight, None, 0).unwrap())),
+                Box::new(|| finish(x.conv2d(&weight, None, 0).unwrap())),
             ),
             (
                 "grad_input",
-                Box::new(|| drop(conv2d_input_grad(&grad_y, &weight, 0, (h, w)).unwrap())),
+                Box::new(|| finish(conv2d_input_grad(&grad_y, &weight, 0, (h, w)).unwrap())),
             ),
             (
                 "grad_weight",
-                Box::new(|| drop(conv2d_weight_grad(&x, &grad_y, 0, (3, 3)).unwrap())),
+                Box::new(|| finish(conv2d_weight_grad(&x, &grad_y, 0, (3, 3)).unwrap())),
             ),
         ];
         for (name, op) in ops {

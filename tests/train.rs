@@ -19,9 +19,12 @@ fn test_image() -> Planes<f32> {
     let mut data = vec![0.0f32; 3 * h * w];
     for y in 0..h {
         for x in 0..w {
-            let disc = [(10.0, 12.0), (28.0, 30.0), (15.0, 42.0)]
-                .iter()
-                .any(|&(cy, cx): &(f32, f32)| (y as f32 - cy).powi(2) + (x as f32 - cx).powi(2) < 25.0);
+            let disc =
+                [(10.0, 12.0), (28.0, 30.0), (15.0, 42.0)]
+                    .iter()
+                    .any(|&(cy, cx): &(f32, f32)| {
+                        (y as f32 - cy).powi(2) + (x as f32 - cx).powi(2) < 25.0
+                    });
             let base = [y as f32 / h as f32, x as f32 / w as f32, 0.5];
             for c in 0..3 {
                 let v = if disc { 1.0 - base[c] } else { base[c] };
@@ -62,7 +65,14 @@ struct Recorder {
 }
 
 impl Reporter for Recorder {
-    fn scale_started(&mut self, scale: usize, _size: (usize, usize), _width: usize, _amplitude: f64, _iterations: usize) {
+    fn scale_started(
+        &mut self,
+        scale: usize,
+        _size: (usize, usize),
+        _width: usize,
+        _amplitude: f64,
+        _iterations: usize,
+    ) {
         self.started.push(scale);
     }
     fn iteration(&mut self, _scale: usize, _iteration: usize, _losses: &BTreeMap<String, f64>) {}
@@ -78,7 +88,12 @@ impl Reporter for Recorder {
 }
 
 fn job(config: TrainConfig, dir: &Path) -> TrainJob {
-    TrainJob { config, image: test_image(), image_name: None, run_dir: dir.to_path_buf() }
+    TrainJob {
+        config,
+        image: test_image(),
+        image_name: None,
+        run_dir: dir.to_path_buf(),
+    }
 }
 
 fn read_losses(dir: &Path) -> Vec<LossRecord> {
@@ -97,7 +112,13 @@ fn png_size(path: &Path) -> (u32, u32) {
 fn check_run(loss: LossKind) {
     let dir = run_dir(&format!("{loss:?}"));
     let stop = AtomicBool::new(false);
-    let (model, summaries) = train(&job(small_config(loss), &dir), false, &mut Recorder::default(), &stop).unwrap();
+    let (model, summaries) = train(
+        &job(small_config(loss), &dir),
+        false,
+        &mut Recorder::default(),
+        &stop,
+    )
+    .unwrap();
     let sizes = model.info.pyramid.sizes.clone();
     assert!(sizes.len() >= 3, "pyramid {sizes:?}");
     assert_eq!(summaries.len(), sizes.len());
@@ -108,27 +129,56 @@ fn check_run(loss: LossKind) {
     assert_eq!(records.len(), sizes.len() * 25);
     for record in &records {
         for (name, value) in &record.values {
-            assert!(value.is_finite(), "{name} at scale {} iteration {}", record.scale, record.iteration);
+            assert!(
+                value.is_finite(),
+                "{name} at scale {} iteration {}",
+                record.scale,
+                record.iteration
+            );
         }
     }
 
     // The reconstruction error falls at the coarsest scale.
-    let recon: Vec<f64> = records.iter().filter(|r| r.scale == 0).map(|r| r.values["G_recon"]).collect();
+    let recon: Vec<f64> = records
+        .iter()
+        .filter(|r| r.scale == 0)
+        .map(|r| r.values["G_recon"])
+        .collect();
     let early = recon[..5].iter().sum::<f64>() / 5.0;
     let late = recon[recon.len() - 5..].iter().sum::<f64>() / 5.0;
-    assert!(late < early, "reconstruction MSE went from {early} to {late}");
+    assert!(
+        late < early,
+        "reconstruction MSE went from {early} to {late}"
+    );
 
     // Files: model, critic, logs, and per scale the images at that scale's size.
-    for file in ["model.safetensors", "critic.safetensors", "log.txt", "losses.jsonl"] {
+    for file in [
+        "model.safetensors",
+        "critic.safetensors",
+        "log.txt",
+        "losses.jsonl",
+    ] {
         assert!(dir.join(file).is_file(), "{file} missing");
     }
     for (k, &(h, w)) in sizes.iter().enumerate() {
         let scale_dir = dir.join(format!("s{k}"));
-        assert_eq!(png_size(&scale_dir.join("reconstruction.png")), (h as u32, w as u32));
-        assert_eq!(png_size(&scale_dir.join("s0_fixed.png")), (h as u32, w as u32));
-        assert_eq!(png_size(&scale_dir.join("s24_sampled.png")), (h as u32, w as u32));
+        assert_eq!(
+            png_size(&scale_dir.join("reconstruction.png")),
+            (h as u32, w as u32)
+        );
+        assert_eq!(
+            png_size(&scale_dir.join("s0_fixed.png")),
+            (h as u32, w as u32)
+        );
+        assert_eq!(
+            png_size(&scale_dir.join("s24_sampled.png")),
+            (h as u32, w as u32)
+        );
         // Eight samples in a grid of four columns.
-        assert_eq!(png_size(&scale_dir.join("samples.png")), (2 * h as u32, 4 * w as u32));
+        assert_eq!(
+            png_size(&scale_dir.join("samples.png")),
+            (2 * h as u32, 4 * w as u32)
+        );
         assert!(scale_dir.join("losses.png").is_file());
     }
     let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
@@ -150,28 +200,52 @@ fn bce_run_trains_every_scale() {
 fn samples_at_other_sizes_and_start_scale() {
     let dir = run_dir("sample");
     let stop = AtomicBool::new(false);
-    train(&job(small_config(LossKind::Wgan), &dir), false, &mut Recorder::default(), &stop).unwrap();
+    train(
+        &job(small_config(LossKind::Wgan), &dir),
+        false,
+        &mut Recorder::default(),
+        &stop,
+    )
+    .unwrap();
     let mut model = load_model::<f32>(&dir).unwrap();
     let (h, w) = *model.info.pyramid.sizes.last().unwrap();
     let mut rng = Rng::new(1);
 
     let same = sample(&mut model, &SampleOptions::default(), &mut rng).unwrap();
     assert_eq!(same.dims(), [1, 3, h, w]);
-    assert!(same.as_slice().iter().all(|v| v.is_finite() && v.abs() <= 2.0));
+    assert!(same
+        .as_slice()
+        .iter()
+        .all(|v| v.is_finite() && v.abs() <= 2.0));
 
-    let wide = SampleOptions { scale_h: 1.0, scale_w: 1.5, start_scale: 0 };
+    let wide = SampleOptions {
+        scale_h: 1.0,
+        scale_w: 1.5,
+        start_scale: 0,
+    };
     let image = sample(&mut model, &wide, &mut rng).unwrap();
     assert_eq!(image.dims(), [1, 3, h, (1.5 * w as f64).round() as usize]);
 
-    let from_scale = SampleOptions { start_scale: 2, ..SampleOptions::default() };
+    let from_scale = SampleOptions {
+        start_scale: 2,
+        ..SampleOptions::default()
+    };
     let image = sample(&mut model, &from_scale, &mut rng).unwrap();
     assert_eq!(image.dims(), [1, 3, h, w]);
 
-    let pixels = SampleOptions { scale_w: 200.0, ..SampleOptions::default() };
-    let error = sample(&mut model, &pixels, &mut rng).unwrap_err().to_string();
+    let pixels = SampleOptions {
+        scale_w: 200.0,
+        ..SampleOptions::default()
+    };
+    let error = sample(&mut model, &pixels, &mut rng)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("looks like a pixel count"), "{error}");
 
-    let past = SampleOptions { start_scale: 99, ..SampleOptions::default() };
+    let past = SampleOptions {
+        start_scale: 99,
+        ..SampleOptions::default()
+    };
     assert!(sample(&mut model, &past, &mut rng).is_err());
 }
 
@@ -181,12 +255,27 @@ fn resume_matches_uninterrupted_run() {
     let config = small_config(LossKind::Wgan);
 
     let whole_dir = run_dir("whole");
-    let (whole, _) = train(&job(config.clone(), &whole_dir), false, &mut Recorder::default(), &AtomicBool::new(false)).unwrap();
+    let (whole, _) = train(
+        &job(config.clone(), &whole_dir),
+        false,
+        &mut Recorder::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
 
     let dir = run_dir("resumed");
-    let mut stopper = Recorder { stop_after: Some(1), stop: Some(&STOP), ..Recorder::default() };
-    let error = train(&job(config.clone(), &dir), false, &mut stopper, &STOP).err().expect("the run should stop");
-    assert!(matches!(error, singan::Error::Interrupted { finished: 2, .. }), "{error}");
+    let mut stopper = Recorder {
+        stop_after: Some(1),
+        stop: Some(&STOP),
+        ..Recorder::default()
+    };
+    let error = train(&job(config.clone(), &dir), false, &mut stopper, &STOP)
+        .err()
+        .expect("the run should stop");
+    assert!(
+        matches!(error, singan::Error::Interrupted { finished: 2, .. }),
+        "{error}"
+    );
     let partial = load_model::<f32>(&dir).unwrap();
     assert_eq!(partial.info.finished_scales, 2);
     assert!(!partial.is_complete());
@@ -194,8 +283,14 @@ fn resume_matches_uninterrupted_run() {
     STOP.store(false, Ordering::SeqCst);
     let mut recorder = Recorder::default();
     let (resumed, _) = train(&job(config, &dir), true, &mut recorder, &STOP).unwrap();
-    assert_eq!(recorder.started.first(), Some(&2), "resume must continue at scale 2");
+    assert_eq!(
+        recorder.started.first(),
+        Some(&2),
+        "resume must continue at scale 2"
+    );
     assert!(resumed.is_complete());
+    // Each iteration is logged once, even for the scale that was cut short and redone.
+    assert_eq!(read_losses(&dir).len(), read_losses(&whole_dir).len());
     for (k, (a, b)) in whole.generators.iter().zip(&resumed.generators).enumerate() {
         for ((name, x), (_, y)) in a.state().iter().zip(b.state()) {
             assert!(x.bitwise_eq(&y), "scale {k} {name} differs after resume");
@@ -208,8 +303,20 @@ fn non_finite_loss_stops_with_scale_and_iteration() {
     let dir = run_dir("nan");
     let mut image = test_image();
     image.data[17] = f32::NAN;
-    let job = TrainJob { config: small_config(LossKind::Wgan), image, image_name: None, run_dir: dir.clone() };
-    let error = train(&job, false, &mut Recorder::default(), &AtomicBool::new(false)).err().expect("NaN must stop training");
+    let job = TrainJob {
+        config: small_config(LossKind::Wgan),
+        image,
+        image_name: None,
+        run_dir: dir.clone(),
+    };
+    let error = train(
+        &job,
+        false,
+        &mut Recorder::default(),
+        &AtomicBool::new(false),
+    )
+    .err()
+    .expect("NaN must stop training");
     let message = error.to_string();
     assert!(message.contains("scale 0"), "{message}");
     assert!(message.contains("iteration 0"), "{message}");

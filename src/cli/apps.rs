@@ -11,7 +11,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::train::{now_seconds, timestamp, ConsoleReporter};
-use super::{resolve_device, DeviceChoice};
+use super::{resolve_cpu_only, DeviceChoice};
 use singan::rng::Rng;
 use singan::singan::apps::animate::{animate, check_fps, encode_gif, AnimationOptions};
 use singan::singan::apps::inject::{
@@ -265,7 +265,7 @@ fn save(path: &Path, image: &Planes<f32>) -> Result<(), String> {
 /// Runs `harmonize` (`editing == false`) or `edit`.
 pub fn run_masked(args: MaskedArgs, editing: bool) -> Result<ExitCode, String> {
     let command = if editing { "edit" } else { "harmonize" };
-    resolve_device(args.device)?;
+    resolve_cpu_only(args.device, "this application")?;
     let (mut model, last) = load_complete(&args.run_dir, command)?;
     check_start_scale(command, args.start_scale, 1, last).map_err(|e| e.to_string())?;
     let reference = load_fitted(
@@ -305,7 +305,7 @@ pub fn run_masked(args: MaskedArgs, editing: bool) -> Result<ExitCode, String> {
 
 /// Runs `paint2image`.
 pub fn run_paint(args: PaintArgs) -> Result<ExitCode, String> {
-    resolve_device(args.device)?;
+    resolve_cpu_only(args.device, "this application")?;
     let command = "paint2image";
     let (mut model, last) = load_complete(&args.run_dir, command)?;
     let start = args.start_scale;
@@ -463,7 +463,7 @@ fn train_for_sr(
 
 /// Runs `sr`.
 pub fn run_sr(args: SrArgs) -> Result<ExitCode, String> {
-    resolve_device(args.device)?;
+    resolve_cpu_only(args.device, "this application")?;
     let plan = SrPlan::new(args.factor).map_err(|e| e.to_string())?;
     let input = &args.input;
     if !input.exists() {
@@ -514,7 +514,7 @@ pub fn run_sr(args: SrArgs) -> Result<ExitCode, String> {
 
 /// Runs `animate`.
 pub fn run_animate(args: AnimateArgs) -> Result<ExitCode, String> {
-    resolve_device(args.device)?;
+    resolve_cpu_only(args.device, "this application")?;
     let options = AnimationOptions {
         start_scale: args.start_scale,
         frames: args.frames,

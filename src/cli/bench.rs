@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{resolve_device, DeviceChoice};
+use super::{resolve_cpu_only, DeviceChoice};
 use singan::singan::bench::time_iterations;
 use singan::singan::config::TrainConfig;
 use singan::singan::image_io::{load_image, AlphaBackground};
@@ -36,7 +36,7 @@ pub struct IterationArgs {
 
 pub fn run(command: BenchCommand) -> Result<ExitCode, String> {
     let BenchCommand::Iteration(args) = command;
-    resolve_device(args.device)?;
+    resolve_cpu_only(args.device, "bench iteration")?;
     if args.steps == 0 {
         return Err("--steps must be at least 1".to_string());
     }

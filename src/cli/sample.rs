@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{resolve_device, DeviceChoice};
+use super::{resolve_cpu_only, DeviceChoice};
 use singan::rng::Rng;
 use singan::singan::cascade::tensor_to_planes;
 use singan::singan::image_io::save_png;
@@ -41,7 +41,7 @@ pub struct SampleArgs {
 }
 
 pub fn run(args: SampleArgs) -> Result<ExitCode, String> {
-    resolve_device(args.device)?;
+    resolve_cpu_only(args.device, "sample")?;
     if args.num_samples == 0 {
         return Err("--num-samples must be at least 1".to_string());
     }

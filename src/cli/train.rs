@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{resolve_device, DeviceChoice};
+use super::{resolve_cpu_only, DeviceChoice};
 use singan::singan::config::TrainConfig;
 use singan::singan::image_io::{load_image, AlphaBackground};
 use singan::singan::pyramid::PyramidRule;
@@ -266,7 +266,7 @@ impl Reporter for ConsoleReporter {
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
-    resolve_device(args.device)?;
+    resolve_cpu_only(args.device, "train")?;
     let (job, resume) = match &args.resume {
         Some(run_dir) => {
             if !run_dir.join(singan::singan::run::MODEL_FILE).exists() {

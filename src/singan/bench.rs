@@ -49,8 +49,7 @@ pub fn iteration_gflop(config: &TrainConfig, scale: usize, size: (usize, usize))
     let (blocks, last) = net.block_channels();
     let k2 = (net.kernel_size * net.kernel_size) as f64;
     let shrink = net.kernel_size - 1 - 2 * net.padding;
-    // (c_in, c_out) of each convolution.
-    let mut layers: Vec<(usize, usize)> = blocks.clone();
+    // FLOPs of each convolution of a network whose input is `input` pixels.
     let conv_flops = |input: (usize, usize), out_channels: usize| -> Vec<f64> {
         let mut flops = Vec::new();
         let (mut h, mut w) = input;
@@ -63,7 +62,6 @@ pub fn iteration_gflop(config: &TrainConfig, scale: usize, size: (usize, usize))
         }
         flops
     };
-    layers.push((last, 1));
     let (h, w) = size;
     let border = net.border();
     let generator = conv_flops((h + 2 * border, w + 2 * border), 3);

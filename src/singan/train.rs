@@ -134,6 +134,7 @@ pub fn train(
 
     let (mut model, mut rng, mut critic) = if resume {
         let model = load_model::<f32>(run_dir)?;
+        drop_unfinished_records(run_dir, model.info.finished_scales)?;
         let rng = Rng::from_state(model.info.rng_state);
         let critic = match model.info.finished_scales {
             0 => None,
@@ -371,6 +372,28 @@ pub fn train(
         });
     }
     Ok((model, summaries))
+}
+
+/// Removes the `losses.jsonl` records of scales that did not finish, so a resumed scale is
+/// logged once. The file is rewritten atomically.
+fn drop_unfinished_records(run_dir: &Path, finished: usize) -> Result<()> {
+    let path = run_dir.join("losses.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines() {
+        let finished_scale =
+            serde_json::from_str::<LossRecord>(line).is_ok_and(|record| record.scale < finished);
+        if finished_scale {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    Ok(crate::singan::image_io::write_atomic(
+        &path,
+        kept.as_bytes(),
+    )?)
 }
 
 /// Formats a progress line with 6 decimals for critic terms and 5 for generator terms.

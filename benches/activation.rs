@@ -28,8 +28,7 @@ fn time_op(mut op: impl FnMut()) -> (f64, f64) {
     op();
     let mut samples = Vec::new();
     let start = Instant::now();
-    while samples.len() < MIN_RUNS || (start.elapsed() < TIME_BUDGET && samples.len() < MAX_RUNS)
-    {
+    while samples.len() < MIN_RUNS || (start.elapsed() < TIME_BUDGET && samples.len() < MAX_RUNS) {
         let t = Instant::now();
         op();
         samples.push(t.elapsed().as_secs_f64() * 1e3);

@@ -30,8 +30,7 @@ fn time_op(mut op: impl FnMut()) -> (f64, f64) {
     op();
     let mut samples = Vec::new();
     let start = Instant::now();
-    while samples.len() < MIN_RUNS || (start.elapsed() < TIME_BUDGET && samples.len() < MAX_RUNS)
-    {
+    while samples.len() < MIN_RUNS || (start.elapsed() < TIME_BUDGET && samples.len() < MAX_RUNS) {
         let t = Instant::now();
         op();
         samples.push(t.elapsed().as_secs_f64() * 1e3);
@@ -116,9 +115,21 @@ fn verify_once() {
     .unwrap();
     let checks = [
         ("output", y.value().clone(), &expected.output),
-        ("input gradient", grads[0].as_ref().unwrap().value().clone(), &expected.grad_input),
-        ("weight gradient", grads[1].as_ref().unwrap().value().clone(), &expected.grad_weight),
-        ("bias gradient", grads[2].as_ref().unwrap().value().clone(), &expected.grad_bias),
+        (
+            "input gradient",
+            grads[0].as_ref().unwrap().value().clone(),
+            &expected.grad_input,
+        ),
+        (
+            "weight gradient",
+            grads[1].as_ref().unwrap().value().clone(),
+            &expected.grad_weight,
+        ),
+        (
+            "bias gradient",
+            grads[2].as_ref().unwrap().value().clone(),
+            &expected.grad_bias,
+        ),
     ];
     for (name, actual, expected) in checks {
         let error = max_error(&actual, expected);

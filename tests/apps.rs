@@ -15,7 +15,9 @@ use singan::singan::apps::inject::{aspect_ratio_matches, blend, fit_to_size, inj
 use singan::singan::apps::quantize::Palette;
 use singan::singan::apps::super_resolution::{super_resolve, SrPlan};
 use singan::singan::config::TrainConfig;
-use singan::singan::image_io::{encode_byte, load_image, prepare_mask, AlphaBackground, MaskOptions};
+use singan::singan::image_io::{
+    encode_byte, load_image, prepare_mask, AlphaBackground, MaskOptions,
+};
 use singan::singan::imresize::Planes;
 use singan::singan::run::{load_model, save_model};
 use singan::singan::train::{train, Reporter, TrainJob};
@@ -26,7 +28,10 @@ const WIDTH: u32 = 64;
 const PATCH: std::ops::Range<u32> = 2..6;
 
 fn singan(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_singan")).args(args).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_singan"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -45,7 +50,10 @@ fn singan_ok(args: &[&str]) -> (String, String) {
 /// stderr.
 fn singan_error(args: &[&str]) -> String {
     let (code, stdout, stderr) = singan(args);
-    assert_eq!(code, 2, "singan {args:?} should fail with status 2:\n{stdout}{stderr}");
+    assert_eq!(
+        code, 2,
+        "singan {args:?} should fail with status 2:\n{stdout}{stderr}"
+    );
     assert!(stderr.contains("error"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
@@ -68,7 +76,9 @@ fn scene(w: u32, h: u32) -> image::RgbImage {
         let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
         let disc = [(0.3, 0.25), (0.6, 0.7), (0.75, 0.3)]
             .iter()
-            .any(|&(cy, cx): &(f32, f32)| (fy - cy).powi(2) + ((fx - cx) * w as f32 / h as f32).powi(2) < 0.012);
+            .any(|&(cy, cx): &(f32, f32)| {
+                (fy - cy).powi(2) + ((fx - cx) * w as f32 / h as f32).powi(2) < 0.012
+            });
         let rgb = if disc {
             [200.0, 60.0 + 80.0 * fx, 40.0]
         } else if fy < 0.5 {
@@ -130,7 +140,9 @@ fn fixture() -> &'static Path {
         let training = scene(WIDTH, HEIGHT);
         training.save(dir.join("training.png")).unwrap();
         pasted(&training).save(dir.join("pasted.png")).unwrap();
-        mask_image(WIDTH, HEIGHT).save(dir.join("mask.png")).unwrap();
+        mask_image(WIDTH, HEIGHT)
+            .save(dir.join("mask.png"))
+            .unwrap();
         let job = TrainJob {
             config: tiny_config(),
             image: load_image(dir.join("training.png"), AlphaBackground::White).unwrap(),
@@ -138,8 +150,15 @@ fn fixture() -> &'static Path {
             run_dir: dir.join("run"),
         };
         let (model, _) = train(&job, false, &mut Quiet, &AtomicBool::new(false)).unwrap();
-        assert_eq!(*model.info.pyramid.sizes.last().unwrap(), (HEIGHT as usize, WIDTH as usize));
-        assert!(model.info.pyramid.sizes.len() >= 3, "{:?}", model.info.pyramid.sizes);
+        assert_eq!(
+            *model.info.pyramid.sizes.last().unwrap(),
+            (HEIGHT as usize, WIDTH as usize)
+        );
+        assert!(
+            model.info.pyramid.sizes.len() >= 3,
+            "{:?}",
+            model.info.pyramid.sizes
+        );
         dir
     })
 }
@@ -150,11 +169,19 @@ fn run_path() -> PathBuf {
 
 /// Index N of the finest scale of the fixture run.
 fn finest() -> usize {
-    load_model::<f32>(&run_path()).unwrap().info.pyramid.sizes.len() - 1
+    load_model::<f32>(&run_path())
+        .unwrap()
+        .info
+        .pyramid
+        .sizes
+        .len()
+        - 1
 }
 
 fn decode_rgb(path: &Path) -> image::RgbImage {
-    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8()
+    image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8()
 }
 
 /// Computes the soft mask that the command computes from `mask.png`.
@@ -165,7 +192,11 @@ fn soft_mask(options: &MaskOptions) -> Planes<f32> {
 
 /// Asserts that `output` has the bytes of `reference` wherever `mask` is exactly 0, that such
 /// pixels exist, and that `output` differs from `reference` somewhere inside the mask.
-fn assert_unchanged_outside(output: &image::RgbImage, reference: &image::RgbImage, mask: &Planes<f32>) {
+fn assert_unchanged_outside(
+    output: &image::RgbImage,
+    reference: &image::RgbImage,
+    mask: &Planes<f32>,
+) {
     assert_eq!(output.dimensions(), reference.dimensions());
     let mut outside = 0;
     let mut changed_inside = 0;
@@ -188,8 +219,16 @@ fn harmonize_keeps_pixels_outside_mask() {
     let dir = fixture();
     let out = temp_dir("harmonize");
     let (stdout, _) = singan_ok(&[
-        "harmonize", text(&run_path()), "--ref", text(&dir.join("pasted.png")), "--mask",
-        text(&dir.join("mask.png")), "--start-scale", "1", "--out", text(&out),
+        "harmonize",
+        text(&run_path()),
+        "--ref",
+        text(&dir.join("pasted.png")),
+        "--mask",
+        text(&dir.join("mask.png")),
+        "--start-scale",
+        "1",
+        "--out",
+        text(&out),
     ]);
     assert!(stdout.contains("start_scale=1.png"), "{stdout}");
     let output = decode_rgb(&out.join("start_scale=1.png"));
@@ -204,8 +243,16 @@ fn edit_writes_raw_and_masked() {
     let out = temp_dir("edit");
     let start = finest().to_string();
     singan_ok(&[
-        "edit", text(&run_path()), "--ref", text(&dir.join("pasted.png")), "--mask",
-        text(&dir.join("mask.png")), "--start-scale", &start, "--out", text(&out),
+        "edit",
+        text(&run_path()),
+        "--ref",
+        text(&dir.join("pasted.png")),
+        "--mask",
+        text(&dir.join("mask.png")),
+        "--start-scale",
+        &start,
+        "--out",
+        text(&out),
     ]);
     let raw = decode_rgb(&out.join(format!("start_scale={start}.png")));
     let masked = decode_rgb(&out.join(format!("start_scale={start}_masked.png")));
@@ -219,7 +266,13 @@ fn edit_writes_raw_and_masked() {
 
 #[test]
 fn blend_is_reference_where_mask_is_zero() {
-    let reference = Planes::new(3, 1, 3, vec![0.25, -0.5, 1.0, 0.0, 0.75, -1.0, 0.5, 0.5, 0.5]).unwrap();
+    let reference = Planes::new(
+        3,
+        1,
+        3,
+        vec![0.25, -0.5, 1.0, 0.0, 0.75, -1.0, 0.5, 0.5, 0.5],
+    )
+    .unwrap();
     let output = Planes::filled(3, 1, 3, -0.125f32);
     let mask = Planes::new(1, 1, 3, vec![0.0, 1.0, 0.5]).unwrap();
     let blended = blend(&reference, &output, &mask).unwrap();
@@ -236,18 +289,36 @@ fn blend_is_reference_where_mask_is_zero() {
 fn harmonize_resizes_same_aspect_reference() {
     let dir = temp_dir("resized");
     let training = scene(WIDTH, HEIGHT);
-    let big = image::imageops::resize(&pasted(&training), 2 * WIDTH, 2 * HEIGHT, image::imageops::FilterType::Triangle);
+    let big = image::imageops::resize(
+        &pasted(&training),
+        2 * WIDTH,
+        2 * HEIGHT,
+        image::imageops::FilterType::Triangle,
+    );
     big.save(dir.join("big.png")).unwrap();
-    mask_image(2 * WIDTH, 2 * HEIGHT).save(dir.join("big_mask.png")).unwrap();
+    mask_image(2 * WIDTH, 2 * HEIGHT)
+        .save(dir.join("big_mask.png"))
+        .unwrap();
     let out = dir.join("out");
     let (_, stderr) = singan_ok(&[
-        "harmonize", text(&run_path()), "--ref", text(&dir.join("big.png")), "--mask",
-        text(&dir.join("big_mask.png")), "--start-scale", "2", "--out", text(&out),
+        "harmonize",
+        text(&run_path()),
+        "--ref",
+        text(&dir.join("big.png")),
+        "--mask",
+        text(&dir.join("big_mask.png")),
+        "--start-scale",
+        "2",
+        "--out",
+        text(&out),
     ]);
     assert!(stderr.contains("note: reference"), "{stderr}");
     assert!(stderr.contains("is 96x128; resized to 48x64"), "{stderr}");
     assert!(stderr.contains("note: mask"), "{stderr}");
-    assert_eq!(decode_rgb(&out.join("start_scale=2.png")).dimensions(), (WIDTH, HEIGHT));
+    assert_eq!(
+        decode_rgb(&out.join("start_scale=2.png")).dimensions(),
+        (WIDTH, HEIGHT)
+    );
 }
 
 #[test]
@@ -270,13 +341,23 @@ fn masked_commands_reject_bad_input() {
     let mask_png = dir.join("mask.png");
     let harmonize = |reference: &Path, mask: &Path, start: &str| {
         singan_error(&[
-            "harmonize", text(&run), "--ref", text(reference), "--mask", text(mask), "--start-scale", start,
-            "--out", text(&scratch.join("out")),
+            "harmonize",
+            text(&run),
+            "--ref",
+            text(reference),
+            "--mask",
+            text(mask),
+            "--start-scale",
+            start,
+            "--out",
+            text(&scratch.join("out")),
         ])
     };
 
     // Another aspect ratio: the message names both sizes and the fix.
-    image::RgbImage::new(48, 48).save(scratch.join("square.png")).unwrap();
+    image::RgbImage::new(48, 48)
+        .save(scratch.join("square.png"))
+        .unwrap();
     let error = harmonize(&scratch.join("square.png"), &mask_png, "1");
     assert!(error.contains("48x48"), "{error}");
     assert!(error.contains("48x64"), "{error}");
@@ -297,7 +378,9 @@ fn masked_commands_reject_bad_input() {
     assert!(error.contains("garbage.png"), "{error}");
 
     // An all-black mask.
-    image::RgbImage::new(WIDTH, HEIGHT).save(scratch.join("black.png")).unwrap();
+    image::RgbImage::new(WIDTH, HEIGHT)
+        .save(scratch.join("black.png"))
+        .unwrap();
     let error = harmonize(&pasted_png, &scratch.join("black.png"), "1");
     assert!(error.contains("no pixel"), "{error}");
 
@@ -309,17 +392,33 @@ fn masked_commands_reject_bad_input() {
     let error = harmonize(&pasted_png, &mask_png, "0");
     assert!(error.contains("--start-scale 0"), "{error}");
     let error = singan_error(&[
-        "edit", text(&run), "--ref", text(&pasted_png), "--mask", text(&mask_png), "--start-scale", "9",
+        "edit",
+        text(&run),
+        "--ref",
+        text(&pasted_png),
+        "--mask",
+        text(&mask_png),
+        "--start-scale",
+        "9",
     ]);
     assert!(error.contains("--start-scale 9"), "{error}");
 
     // A missing run folder.
     let error = singan_error(&[
-        "harmonize", text(&scratch.join("no-run")), "--ref", text(&pasted_png), "--mask", text(&mask_png),
-        "--start-scale", "1",
+        "harmonize",
+        text(&scratch.join("no-run")),
+        "--ref",
+        text(&pasted_png),
+        "--mask",
+        text(&mask_png),
+        "--start-scale",
+        "1",
     ]);
     assert!(error.contains("no trained model"), "{error}");
-    assert!(!scratch.join("no-run").exists(), "a failed command created the run folder");
+    assert!(
+        !scratch.join("no-run").exists(),
+        "a failed command created the run folder"
+    );
 }
 
 #[test]
@@ -350,24 +449,61 @@ fn paint2image_with_and_without_quantize() {
     painting.save(out.join("painting.png")).unwrap();
     let painting_path = out.join("painting.png");
     let run = run_path();
-    singan_ok(&["paint2image", text(&run), "--ref", text(&painting_path), "--start-scale", "1", "--out", text(&out)]);
-    assert_eq!(decode_rgb(&out.join("start_scale=1.png")).dimensions(), (WIDTH, HEIGHT));
+    singan_ok(&[
+        "paint2image",
+        text(&run),
+        "--ref",
+        text(&painting_path),
+        "--start-scale",
+        "1",
+        "--out",
+        text(&out),
+    ]);
+    assert_eq!(
+        decode_rgb(&out.join("start_scale=1.png")).dimensions(),
+        (WIDTH, HEIGHT)
+    );
 
     let (_, stderr) = singan_ok(&[
-        "paint2image", text(&run), "--ref", text(&painting_path), "--start-scale", "1", "--quantize", "--num-steps",
-        "3", "--out", text(&out),
+        "paint2image",
+        text(&run),
+        "--ref",
+        text(&painting_path),
+        "--start-scale",
+        "1",
+        "--quantize",
+        "--num-steps",
+        "3",
+        "--out",
+        text(&out),
     ]);
     assert!(stderr.contains("for 4 iterations"), "{stderr}");
     assert!(stderr.contains("iteration 3/3"), "{stderr}");
-    assert_eq!(decode_rgb(&out.join("start_scale=1_quantized.png")).dimensions(), (WIDTH, HEIGHT));
+    assert_eq!(
+        decode_rgb(&out.join("start_scale=1_quantized.png")).dimensions(),
+        (WIDTH, HEIGHT)
+    );
     let quantized = decode_rgb(&out.join("start_scale=1_painting_quantized.png"));
     let mut colours: Vec<[u8; 3]> = quantized.pixels().map(|p| p.0).collect();
     colours.sort();
     colours.dedup();
-    assert!(colours.len() <= 5, "the quantised painting has {} colours", colours.len());
+    assert!(
+        colours.len() <= 5,
+        "the quantised painting has {} colours",
+        colours.len()
+    );
 
     // --num-steps only applies to the retraining.
-    let (code, _, stderr) = singan(&["paint2image", text(&run), "--ref", text(&painting_path), "--start-scale", "1", "--num-steps", "3"]);
+    let (code, _, stderr) = singan(&[
+        "paint2image",
+        text(&run),
+        "--ref",
+        text(&painting_path),
+        "--start-scale",
+        "1",
+        "--num-steps",
+        "3",
+    ]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--quantize"), "{stderr}");
 }
@@ -379,7 +515,13 @@ fn kmeans_finds_distinct_colours() {
     let (h, w) = (6, 10);
     let mut data = vec![0.0f32; 3 * h * w];
     for i in 0..h * w {
-        let colour = colours[if i < 30 { 0 } else if i < 50 { 1 } else { 2 }];
+        let colour = colours[if i < 30 {
+            0
+        } else if i < 50 {
+            1
+        } else {
+            2
+        }];
         for c in 0..3 {
             data[c * h * w + i] = colour[c];
         }
@@ -388,7 +530,10 @@ fn kmeans_finds_distinct_colours() {
     let palette = Palette::kmeans(&image, 5, 0).unwrap();
     assert_eq!(palette.centres.len(), 3, "{palette:?}");
     for colour in colours {
-        assert!(palette.centres.contains(&colour), "{colour:?} missing from {palette:?}");
+        assert!(
+            palette.centres.contains(&colour),
+            "{colour:?} missing from {palette:?}"
+        );
     }
     assert_eq!(palette.quantize(&image).unwrap(), image);
 }
@@ -402,7 +547,11 @@ fn kmeans_is_deterministic() {
     assert_eq!(first.centres.len(), 5);
     let quantized = first.quantize(&image).unwrap();
     for i in 0..quantized.plane_len() {
-        let pixel = [quantized.data[i], quantized.data[quantized.plane_len() + i], quantized.data[2 * quantized.plane_len() + i]];
+        let pixel = [
+            quantized.data[i],
+            quantized.data[quantized.plane_len() + i],
+            quantized.data[2 * quantized.plane_len() + i],
+        ];
         assert!(first.centres.contains(&pixel));
     }
 }
@@ -428,7 +577,12 @@ fn sr_plan_steps() {
 fn sr_output_sizes() {
     let mut model = load_model::<f32>(&run_path()).unwrap();
     let mut rng = Rng::new(3);
-    for (factor, expected) in [(4.0, (192, 256)), (2.0, (96, 128)), (2.5, (120, 160)), (1.3, (62, 83))] {
+    for (factor, expected) in [
+        (4.0, (192, 256)),
+        (2.0, (96, 128)),
+        (2.5, (120, 160)),
+        (1.3, (62, 83)),
+    ] {
         let plan = SrPlan::new(factor).unwrap();
         let mut steps = 0;
         let output = super_resolve(&mut model, &plan, &mut rng, &mut |_, _| steps += 1).unwrap();
@@ -445,8 +599,14 @@ fn sr_from_run_dir() {
     let (stdout, stderr) = singan_ok(&["sr", text(&run), "--factor", "2", "--out", text(&out)]);
     assert!(stdout.contains("factor=2.png"), "{stdout}");
     // The fixture run was trained with the default settings, which the command points out.
-    assert!(stderr.contains("not trained with the super-resolution settings"), "{stderr}");
-    assert_eq!(decode_rgb(&out.join("factor=2.png")).dimensions(), (2 * WIDTH, 2 * HEIGHT));
+    assert!(
+        stderr.contains("not trained with the super-resolution settings"),
+        "{stderr}"
+    );
+    assert_eq!(
+        decode_rgb(&out.join("factor=2.png")).dimensions(),
+        (2 * WIDTH, 2 * HEIGHT)
+    );
 
     for bad in ["1", "0.5", "0", "-3", "nan"] {
         let error = singan_error(&["sr", text(&run), "--factor", bad, "--out", text(&out)]);
@@ -467,8 +627,18 @@ fn sr_trains_from_image() {
     let (w, h) = (30, 24);
     scene(w, h).save(dir.join("small.png")).unwrap();
     let (stdout, _) = singan_ok(&[
-        "sr", text(&dir.join("small.png")), "--num-steps", "3", "--max-features", "8", "--min-features", "8",
-        "--results-dir", text(&dir), "--save", "run",
+        "sr",
+        text(&dir.join("small.png")),
+        "--num-steps",
+        "3",
+        "--max-features",
+        "8",
+        "--min-features",
+        "8",
+        "--results-dir",
+        text(&dir),
+        "--save",
+        "run",
     ]);
     let run = dir.join("run");
     assert!(stdout.contains("factor=4.png"), "{stdout}");
@@ -482,13 +652,34 @@ fn sr_trains_from_image() {
     assert_eq!(model.info.config.num_steps, 3);
 
     // The run folder now contains a model, so training into it again is rejected.
-    let error = singan_error(&["sr", text(&dir.join("small.png")), "--num-steps", "3", "--results-dir", text(&dir), "--save", "run"]);
+    let error = singan_error(&[
+        "sr",
+        text(&dir.join("small.png")),
+        "--num-steps",
+        "3",
+        "--results-dir",
+        text(&dir),
+        "--save",
+        "run",
+    ]);
     assert!(error.contains("already holds a trained model"), "{error}");
 
     // A factor whose output exceeds the size limit is rejected before any training.
-    let error = singan_error(&["sr", text(&dir.join("small.png")), "--factor", "1000", "--results-dir", text(&dir), "--save", "huge"]);
+    let error = singan_error(&[
+        "sr",
+        text(&dir.join("small.png")),
+        "--factor",
+        "1000",
+        "--results-dir",
+        text(&dir),
+        "--save",
+        "huge",
+    ]);
     assert!(error.contains("limit"), "{error}");
-    assert!(!dir.join("huge").exists(), "the rejected run created its folder");
+    assert!(
+        !dir.join("huge").exists(),
+        "the rejected run created its folder"
+    );
 }
 
 #[test]
@@ -498,21 +689,39 @@ fn animate_writes_gif_with_frames() {
     let (stdout, _) = singan_ok(&["animate", text(&run), "--frames", "7", "--out", text(&out)]);
     let path = out.join("start_scale=0").join("alpha=0.1_beta=0.9.gif");
     assert!(stdout.contains("7 frames"), "{stdout}");
-    let decoder = GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).unwrap();
+    let decoder =
+        GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).unwrap();
     let frames = decoder.into_frames().collect_frames().unwrap();
     assert_eq!(frames.len(), 7);
     for frame in &frames {
         assert_eq!(frame.buffer().dimensions(), (WIDTH, HEIGHT));
         assert_eq!(frame.delay().numer_denom_ms(), (100, 1));
     }
-    assert_ne!(frames[0].buffer(), frames[6].buffer(), "the animation does not move");
+    assert_ne!(
+        frames[0].buffer(),
+        frames[6].buffer(),
+        "the animation does not move"
+    );
 
     singan_ok(&[
-        "animate", text(&run), "--frames", "3", "--start-scale", "1", "--alpha", "0.2", "--beta", "0.8", "--fps", "5",
-        "--out", text(&out),
+        "animate",
+        text(&run),
+        "--frames",
+        "3",
+        "--start-scale",
+        "1",
+        "--alpha",
+        "0.2",
+        "--beta",
+        "0.8",
+        "--fps",
+        "5",
+        "--out",
+        text(&out),
     ]);
     let path = out.join("start_scale=1").join("alpha=0.2_beta=0.8.gif");
-    let decoder = GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).unwrap();
+    let decoder =
+        GifDecoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).unwrap();
     let frames = decoder.into_frames().collect_frames().unwrap();
     assert_eq!(frames.len(), 3);
     assert_eq!(frames[0].delay().numer_denom_ms(), (200, 1));
@@ -542,13 +751,22 @@ fn animate_rejects_bad_options() {
 fn animation_frames_below_start_scale() {
     let mut model = load_model::<f32>(&run_path()).unwrap();
     let last = model.info.pyramid.sizes.len() - 1;
-    let options = AnimationOptions { start_scale: last, frames: 4, ..AnimationOptions::default() };
+    let options = AnimationOptions {
+        start_scale: last,
+        frames: 4,
+        ..AnimationOptions::default()
+    };
     let mut count = 0;
     let frames = animate(&mut model, &options, &mut Rng::new(1), &mut |_| count += 1).unwrap();
     assert_eq!(frames.len(), 4);
     assert_eq!(count, 4);
     // Only the finest scale moves, so frames differ but stay close to each other.
-    let difference: f32 = frames[0].data.iter().zip(&frames[3].data).map(|(a, b)| (a - b).abs()).sum::<f32>()
+    let difference: f32 = frames[0]
+        .data
+        .iter()
+        .zip(&frames[3].data)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f32>()
         / frames[0].data.len() as f32;
     assert!(difference > 0.0);
     assert!(difference < 0.5, "mean difference {difference}");
@@ -563,9 +781,23 @@ fn inject_checks_scale_and_size() {
     let last = model.info.pyramid.sizes.len() - 1;
     let reference = load_image(fixture().join("pasted.png"), AlphaBackground::White).unwrap();
     let output = inject(&mut model, &reference, last, &mut Rng::new(2), "harmonize").unwrap();
-    assert_eq!((output.channels, output.height, output.width), (3, HEIGHT as usize, WIDTH as usize));
-    let error = inject(&mut model, &reference, last + 1, &mut Rng::new(2), "harmonize").unwrap_err().to_string();
-    assert!(error.contains(&format!("--start-scale {}", last + 1)), "{error}");
+    assert_eq!(
+        (output.channels, output.height, output.width),
+        (3, HEIGHT as usize, WIDTH as usize)
+    );
+    let error = inject(
+        &mut model,
+        &reference,
+        last + 1,
+        &mut Rng::new(2),
+        "harmonize",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains(&format!("--start-scale {}", last + 1)),
+        "{error}"
+    );
     let small = Planes::filled(3, 10, 10, 0.0f32);
     assert!(inject(&mut model, &small, 1, &mut Rng::new(2), "harmonize").is_err());
 }
@@ -573,7 +805,9 @@ fn inject_checks_scale_and_size() {
 /// Returns the path of the sample photograph `name`, or `None` after printing `skipped:` when
 /// it is missing.
 fn shared_image(name: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/images").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/images")
+        .join(name);
     if path.is_file() {
         Some(path)
     } else {
@@ -593,11 +827,16 @@ fn planes_to_rgb(planes: &Planes<f32>) -> image::RgbImage {
 /// Cuts the large balloon out of `balloons` (pixels within 28 of its centre whose colour is
 /// far from the surrounding sky) and pastes it into the sky of `tree`. Returns the pasted
 /// image and the mask of the pasted pixels, both at the size of `tree`.
-fn paste_balloon(tree: &image::RgbImage, balloons: &image::RgbImage) -> (image::RgbImage, image::RgbImage) {
+fn paste_balloon(
+    tree: &image::RgbImage,
+    balloons: &image::RgbImage,
+) -> (image::RgbImage, image::RgbImage) {
     let (cx, cy, radius) = (155i64, 28i64, 28i64);
     let (tx, ty) = (60i64, 55i64);
     let inside = |x: i64, y: i64, r: i64| (x - cx).pow(2) + (y - cy).pow(2) <= r * r;
-    let in_bounds = |x: i64, y: i64| x >= 0 && y >= 0 && x < balloons.width() as i64 && y < balloons.height() as i64;
+    let in_bounds = |x: i64, y: i64| {
+        x >= 0 && y >= 0 && x < balloons.width() as i64 && y < balloons.height() as i64
+    };
 
     // The sky colour: the mean of a ring just outside the disc.
     let mut sky = [0.0f64; 3];
@@ -623,9 +862,17 @@ fn paste_balloon(tree: &image::RgbImage, balloons: &image::RgbImage) -> (image::
                 continue;
             }
             let p = balloons.get_pixel(x as u32, y as u32).0;
-            let distance: f64 = (0..3).map(|c| (f64::from(p[c]) - sky[c]).powi(2)).sum::<f64>().sqrt();
+            let distance: f64 = (0..3)
+                .map(|c| (f64::from(p[c]) - sky[c]).powi(2))
+                .sum::<f64>()
+                .sqrt();
             let (px, py) = (x - cx + tx, y - cy + ty);
-            if distance > 60.0 && px >= 0 && py >= 0 && px < tree.width() as i64 && py < tree.height() as i64 {
+            if distance > 60.0
+                && px >= 0
+                && py >= 0
+                && px < tree.width() as i64
+                && py < tree.height() as i64
+            {
                 pasted.put_pixel(px as u32, py as u32, image::Rgb(p));
                 mask.put_pixel(px as u32, py as u32, image::Rgb([255; 3]));
             }
@@ -641,28 +888,61 @@ fn load_photo(path: &Path) -> image::RgbImage {
 
 #[test]
 fn photo_harmonize_and_sr() {
-    let (Some(tree_path), Some(balloons_path), Some(low_res)) =
-        (shared_image("tree.png"), shared_image("balloons.png"), shared_image("33039_LR.png"))
-    else {
+    let (Some(tree_path), Some(balloons_path), Some(low_res)) = (
+        shared_image("tree.png"),
+        shared_image("balloons.png"),
+        shared_image("33039_LR.png"),
+    ) else {
         return;
     };
     let dir = temp_dir("photos");
     let (pasted, mask) = paste_balloon(&load_photo(&tree_path), &load_photo(&balloons_path));
     let masked_pixels = mask.pixels().filter(|p| p.0[0] > 0).count();
-    assert!(masked_pixels > 500, "the balloon cut-out has only {masked_pixels} pixels");
+    assert!(
+        masked_pixels > 500,
+        "the balloon cut-out has only {masked_pixels} pixels"
+    );
     pasted.save(dir.join("pasted.png")).unwrap();
     mask.save(dir.join("mask.png")).unwrap();
 
     // A tiny run at 64x64, so the 250x250 reference and mask are resized.
-    let tiny = ["--num-steps", "3", "--max-features", "8", "--min-features", "8", "--seed", "2"];
-    let mut args = vec!["train", text(&tree_path), "--max-size", "64", "--eval-every", "3", "--results-dir", text(&dir), "--save", "tree"];
+    let tiny = [
+        "--num-steps",
+        "3",
+        "--max-features",
+        "8",
+        "--min-features",
+        "8",
+        "--seed",
+        "2",
+    ];
+    let mut args = vec![
+        "train",
+        text(&tree_path),
+        "--max-size",
+        "64",
+        "--eval-every",
+        "3",
+        "--results-dir",
+        text(&dir),
+        "--save",
+        "tree",
+    ];
     args.extend(tiny);
     singan_ok(&args);
     let run = dir.join("tree");
     let out = dir.join("harmonize");
     let (_, stderr) = singan_ok(&[
-        "harmonize", text(&run), "--ref", text(&dir.join("pasted.png")), "--mask", text(&dir.join("mask.png")),
-        "--start-scale", "2", "--out", text(&out),
+        "harmonize",
+        text(&run),
+        "--ref",
+        text(&dir.join("pasted.png")),
+        "--mask",
+        text(&dir.join("mask.png")),
+        "--start-scale",
+        "2",
+        "--out",
+        text(&out),
     ]);
     assert!(stderr.contains("is 250x250; resized to 64x64"), "{stderr}");
     let output = decode_rgb(&out.join("start_scale=2.png"));
@@ -671,27 +951,46 @@ fn photo_harmonize_and_sr() {
     let model = load_model::<f32>(&run).unwrap();
     let fit = |path: &Path, background| {
         let image = load_image(path, background).unwrap();
-        fit_to_size("harmonize", image, (64, 64), "image", "64x64").unwrap().planes
+        fit_to_size("harmonize", image, (64, 64), "image", "64x64")
+            .unwrap()
+            .planes
     };
     let reference = planes_to_rgb(&fit(&dir.join("pasted.png"), AlphaBackground::White));
-    let soft = prepare_mask(&fit(&dir.join("mask.png"), AlphaBackground::Black), &MaskOptions::HARMONIZATION, "mask").unwrap();
+    let soft = prepare_mask(
+        &fit(&dir.join("mask.png"), AlphaBackground::Black),
+        &MaskOptions::HARMONIZATION,
+        "mask",
+    )
+    .unwrap();
     assert_eq!(*model.info.pyramid.sizes.last().unwrap(), (64, 64));
     assert_unchanged_outside(&output, &reference, &soft);
 
     // Super-resolution of the low-resolution photograph, trained here for a few steps.
-    let mut args = vec!["sr", text(&low_res), "--results-dir", text(&dir), "--save", "low_res"];
+    let mut args = vec![
+        "sr",
+        text(&low_res),
+        "--results-dir",
+        text(&dir),
+        "--save",
+        "low_res",
+    ];
     args.extend(tiny);
     singan_ok(&args);
     let upscaled = decode_rgb(&dir.join("low_res").join("sr").join("factor=4.png"));
     let source = image::open(&low_res).unwrap();
-    assert_eq!(upscaled.dimensions(), (4 * source.width(), 4 * source.height()));
+    assert_eq!(
+        upscaled.dimensions(),
+        (4 * source.width(), 4 * source.height())
+    );
 }
 
 /// Writes the inputs of the harmonization demo in docs/apps.md to `target/apps-demo/`.
 #[test]
 #[ignore = "writes the demo inputs; run it by name with --ignored"]
 fn write_demo_inputs() {
-    let (Some(tree_path), Some(balloons_path)) = (shared_image("tree.png"), shared_image("balloons.png")) else {
+    let (Some(tree_path), Some(balloons_path)) =
+        (shared_image("tree.png"), shared_image("balloons.png"))
+    else {
         return;
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/apps-demo");
@@ -699,5 +998,9 @@ fn write_demo_inputs() {
     let (pasted, mask) = paste_balloon(&load_photo(&tree_path), &load_photo(&balloons_path));
     pasted.save(dir.join("tree_balloon.png")).unwrap();
     mask.save(dir.join("tree_balloon_mask.png")).unwrap();
-    println!("wrote {} and {}", dir.join("tree_balloon.png").display(), dir.join("tree_balloon_mask.png").display());
+    println!(
+        "wrote {} and {}",
+        dir.join("tree_balloon.png").display(),
+        dir.join("tree_balloon_mask.png").display()
+    );
 }

@@ -73,12 +73,14 @@ fn check_fixtures_shared_passes() {
 
 #[test]
 fn check_trace_passes_on_shared_trace() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/trace/training_trace.safetensors");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/trace/training_trace.safetensors");
     if !path.exists() {
         eprintln!("skipped: training trace not found at {}", path.display());
         return;
     }
-    let (code, stdout, stderr) = singan(&["check", "trace", path.to_str().unwrap(), "--device", "cpu"]);
+    let (code, stdout, stderr) =
+        singan(&["check", "trace", path.to_str().unwrap(), "--device", "cpu"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("log.critic_loss"), "{stdout}");
     assert!(stdout.contains(" 0 failed"), "{stdout}");
@@ -88,5 +90,8 @@ fn check_trace_passes_on_shared_trace() {
 fn check_trace_missing_file_exits_2() {
     let (code, _, stderr) = singan(&["check", "trace", "/nonexistent/trace.safetensors"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("/nonexistent/trace.safetensors"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/trace.safetensors"),
+        "{stderr}"
+    );
 }

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn singan(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_singan")).args(args).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_singan"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -21,11 +24,24 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// Writes a `w`x`h` RGB PNG with a diagonal pattern.
 fn write_png(path: &Path, w: u32, h: u32) {
-    let image = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 5) as u8, (y * 7) as u8, ((x + y) * 3) as u8]));
+    let image = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 7) as u8, ((x + y) * 3) as u8])
+    });
     image.save(path).unwrap();
 }
 
-const TINY: [&str; 10] = ["--num-steps", "2", "--max-features", "8", "--min-features", "8", "--seed", "1", "--eval-every", "2"];
+const TINY: [&str; 10] = [
+    "--num-steps",
+    "2",
+    "--max-features",
+    "8",
+    "--min-features",
+    "8",
+    "--seed",
+    "1",
+    "--eval-every",
+    "2",
+];
 
 #[test]
 fn train_then_sample_writes_images() {
@@ -33,7 +49,14 @@ fn train_then_sample_writes_images() {
     let image = dir.join("input.png");
     write_png(&image, 44, 36);
     let results = dir.join("results");
-    let mut args = vec!["train", image.to_str().unwrap(), "--results-dir", results.to_str().unwrap(), "--save", "run"];
+    let mut args = vec![
+        "train",
+        image.to_str().unwrap(),
+        "--results-dir",
+        results.to_str().unwrap(),
+        "--save",
+        "run",
+    ];
     args.extend(TINY);
     let (code, stdout, stderr) = singan(&args);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -44,7 +67,14 @@ fn train_then_sample_writes_images() {
 
     let out = dir.join("samples");
     let (code, stdout, stderr) = singan(&[
-        "sample", run.to_str().unwrap(), "--num-samples", "2", "--scale-w", "1.5", "--out", out.to_str().unwrap(),
+        "sample",
+        run.to_str().unwrap(),
+        "--num-samples",
+        "2",
+        "--scale-w",
+        "1.5",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     for name in ["sample_000.png", "sample_001.png"] {
@@ -65,10 +95,22 @@ fn sample_rejects_pixel_counts() {
     let image = dir.join("input.png");
     write_png(&image, 44, 36);
     let results = dir.join("results");
-    let mut args = vec!["train", image.to_str().unwrap(), "--results-dir", results.to_str().unwrap(), "--save", "run"];
+    let mut args = vec![
+        "train",
+        image.to_str().unwrap(),
+        "--results-dir",
+        results.to_str().unwrap(),
+        "--save",
+        "run",
+    ];
     args.extend(TINY);
     assert_eq!(singan(&args).0, 0);
-    let (code, _, stderr) = singan(&["sample", results.join("run").to_str().unwrap(), "--scale-w", "250"]);
+    let (code, _, stderr) = singan(&[
+        "sample",
+        results.join("run").to_str().unwrap(),
+        "--scale-w",
+        "250",
+    ]);
     assert_eq!(code, 2);
     assert!(stderr.contains("looks like a pixel count"), "{stderr}");
 }
@@ -86,13 +128,23 @@ fn empty_and_garbage_files_are_rejected() {
     let dir = temp_dir("bad");
     let empty = dir.join("empty.png");
     std::fs::write(&empty, b"").unwrap();
-    let (code, _, stderr) = singan(&["train", empty.to_str().unwrap(), "--results-dir", dir.to_str().unwrap()]);
+    let (code, _, stderr) = singan(&[
+        "train",
+        empty.to_str().unwrap(),
+        "--results-dir",
+        dir.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2);
     assert!(stderr.contains("empty"), "{stderr}");
 
     let garbage = dir.join("garbage.png");
     std::fs::write(&garbage, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
-    let (code, _, stderr) = singan(&["train", garbage.to_str().unwrap(), "--results-dir", dir.to_str().unwrap()]);
+    let (code, _, stderr) = singan(&[
+        "train",
+        garbage.to_str().unwrap(),
+        "--results-dir",
+        dir.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2);
     assert!(stderr.contains("garbage.png"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -106,12 +158,20 @@ fn too_small_image_suggests_min_size() {
     let image = dir.join("small.png");
     write_png(&image, 20, 18);
     let results = dir.join("results");
-    let (code, _, stderr) = singan(&["train", image.to_str().unwrap(), "--results-dir", results.to_str().unwrap()]);
+    let (code, _, stderr) = singan(&[
+        "train",
+        image.to_str().unwrap(),
+        "--results-dir",
+        results.to_str().unwrap(),
+    ]);
     assert_eq!(code, 2);
     assert!(stderr.contains("small.png"), "{stderr}");
     assert!(stderr.contains("18x20"), "{stderr}");
     assert!(stderr.contains("--min-size"), "{stderr}");
-    assert!(!results.exists(), "a rejected image must not create a run folder");
+    assert!(
+        !results.exists(),
+        "a rejected image must not create a run folder"
+    );
 }
 
 #[test]
@@ -122,6 +182,21 @@ fn invalid_options_are_rejected() {
     let (code, _, stderr) = singan(&["train", "--kernel-size", "4"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--kernel-size 4"), "{stderr}");
+    let (code, _, stderr) = singan(&["train", "--lr", "-1"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--lr -1 must be a positive number"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = singan(&["train", "--gen-betas", "0.5"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("B1,B2"), "{stderr}");
+    let (code, _, stderr) = singan(&["train", "--save", "../elsewhere"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("plain folder name"), "{stderr}");
+    let (code, _, stderr) = singan(&["train", "--step-size", "0"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--step-size"), "{stderr}");
     let (code, _, stderr) = singan(&["sample", "/nonexistent/run"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("no trained model"), "{stderr}");

@@ -241,16 +241,33 @@ fn shared_trace_replays_within_tolerance() {
     let report = singan::fixtures::trace::check_trace(&path).unwrap();
     let failures: Vec<_> = report.comparisons.iter().filter(|c| !c.passed()).collect();
     assert!(failures.is_empty(), "{failures:#?}");
-    for log in ["log.critic_loss", "log.gradient_penalty", "log.generator_loss", "log.reconstruction_mse"] {
-        assert!(report.comparisons.iter().any(|c| c.tensor == log), "{log} was not compared");
+    for log in [
+        "log.critic_loss",
+        "log.gradient_penalty",
+        "log.generator_loss",
+        "log.reconstruction_mse",
+    ] {
+        assert!(
+            report.comparisons.iter().any(|c| c.tensor == log),
+            "{log} was not compared"
+        );
     }
-    let final_tensors = report.comparisons.iter().filter(|c| c.tensor.starts_with("final.")).count();
-    assert!(final_tensors > 40, "only {final_tensors} final tensors compared");
+    let final_tensors = report
+        .comparisons
+        .iter()
+        .filter(|c| c.tensor.starts_with("final."))
+        .count();
+    assert!(
+        final_tensors > 40,
+        "only {final_tensors} final tensors compared"
+    );
 }
 
 #[test]
 fn trace_check_rejects_op_fixture() {
     let Some(dir) = shared_fixtures() else { return };
-    let error = singan::fixtures::trace::check_trace(&dir.join("conv2d.safetensors")).unwrap_err().to_string();
+    let error = singan::fixtures::trace::check_trace(&dir.join("conv2d.safetensors"))
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("not a training trace"), "{error}");
 }

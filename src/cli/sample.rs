@@ -20,10 +20,10 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 1)]
     pub num_samples: usize,
     /// Height of the samples as a factor of the trained height (not a pixel count).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub scale_h: f64,
     /// Width of the samples as a factor of the trained width (not a pixel count).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub scale_w: f64,
     /// First scale that draws fresh noise; above 0 it starts from the upsampled real image of
     /// the scale below, which keeps the training image's layout.

@@ -44,22 +44,22 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 250)]
     pub max_size: usize,
     /// Initial per-scale resize factor, from which the number of scales follows.
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
     pub scale_factor_init: f64,
     /// Noise amplitude per scale, relative to the RMSE of the coarser scales' reconstruction.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub noise_weight: f64,
     /// Last iteration index per scale; iterations 0 to this value run.
     #[arg(long, default_value_t = 4000)]
     pub num_steps: usize,
     /// Adam learning rate of both networks.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 5e-4, allow_negative_numbers = true)]
     pub lr: f64,
     /// Adam betas of the generator, as B1,B2.
-    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0.5, 0.9])]
+    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.9], allow_negative_numbers = true)]
     pub gen_betas: Vec<f64>,
     /// Adam betas of the discriminator, as B1,B2.
-    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0.5, 0.9])]
+    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.9], allow_negative_numbers = true)]
     pub dis_betas: Vec<f64>,
     /// Discriminator steps per generator step.
     #[arg(long, default_value_t = 1)]
@@ -68,16 +68,16 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 2000)]
     pub step_size: usize,
     /// Factor applied to the learning rate at each drop.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub gamma: f64,
     /// Weight of the gradient penalty (default 0.1 with --loss wgan, 0 with --loss bce).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub penalty_weight: Option<f64>,
     /// Weight of the reconstruction MSE in the generator loss.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
     pub reconstruction_weight: f64,
     /// Weight of the adversarial term in the generator loss.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub adversarial_weight: f64,
     /// Lower bound on hidden feature counts at the coarsest scales (doubled every 4 scales, at most 128).
     #[arg(long, default_value_t = 32)]
@@ -159,12 +159,19 @@ pub(super) fn now_seconds() -> u64 {
 
 impl TrainArgs {
     fn config(&self) -> Result<TrainConfig, String> {
-        let seed = match self.seed {
-            -1 => {
-                let seed = now_seconds() % 12_346;
-                eprintln!("seed: {seed} (pass --seed {seed} to repeat this run)");
-                seed
+        for (option, betas) in [
+            ("--gen-betas", &self.gen_betas),
+            ("--dis-betas", &self.dis_betas),
+        ] {
+            if betas.len() != 2 {
+                return Err(format!(
+                    "{option} needs two values written as B1,B2 (for example 0.5,0.9), got {}",
+                    betas.len()
+                ));
             }
+        }
+        let seed = match self.seed {
+            -1 => now_seconds() % 12_346,
             s if s < 0 => {
                 return Err(format!(
                     "--seed {s} must be -1 (random) or a non-negative integer"
@@ -304,6 +311,16 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
                 .save
                 .clone()
                 .unwrap_or_else(|| timestamp(now_seconds()));
+            let plain_name = !name.is_empty()
+                && name != "."
+                && name != ".."
+                && !name.contains('/')
+                && !name.contains(std::path::MAIN_SEPARATOR);
+            if !plain_name {
+                return Err(format!(
+                    "--save {name:?} must be a plain folder name inside --results-dir, without path separators"
+                ));
+            }
             let run_dir = args.results_dir.join(name);
             if run_dir.join(singan::singan::run::MODEL_FILE).exists() {
                 return Err(format!(
@@ -321,6 +338,12 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
                 Some(path) => format!("{path}: {e}"),
                 None => e.to_string(),
             })?;
+            if args.seed == -1 {
+                eprintln!(
+                    "seed: {} (pass --seed {} to repeat this run)",
+                    config.seed, config.seed
+                );
+            }
             (
                 TrainJob {
                     config,
@@ -354,6 +377,14 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
         Err(error) => return Err(error.to_string()),
     };
 
+    if summaries.is_empty() {
+        println!(
+            "nothing to resume: all {} scales of {} are trained",
+            model.info.pyramid.sizes.len(),
+            job.run_dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{:<6} {:>11} {:>9} {:>10} {:>10}",
         "scale", "size", "features", "amplitude", "seconds"

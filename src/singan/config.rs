@@ -111,6 +111,7 @@ impl TrainConfig {
             ("--num-critic", self.num_critic),
             ("--print-every", self.print_every),
             ("--eval-every", self.eval_every),
+            ("--step-size", self.step_size),
         ];
         for (option, value) in positive {
             if value == 0 {

@@ -179,21 +179,49 @@ pub fn load_model<T: Element>(run: &Path) -> Result<Model<T>> {
         ));
     }
 
+    let scales = info.pyramid.sizes.len();
+    if info.finished_scales > scales {
+        return Err(Error::file(
+            &path,
+            format!(
+                "the model claims {} finished scales but its pyramid has {scales}",
+                info.finished_scales
+            ),
+        ));
+    }
     let mut generators = Vec::with_capacity(info.finished_scales);
     for k in 0..info.finished_scales {
         let prefix = format!("g{k}.");
         let mut generator =
-            Generator::from_state(&|name| file.lookup(&prefix, name), info.config.padding)?;
+            Generator::from_state(&|name| file.lookup(&prefix, name), info.config.padding)
+                .map_err(|e| {
+                    Error::file(
+                        &path,
+                        format!("the generator of scale {k} cannot be loaded: {e}"),
+                    )
+                })?;
         generator.set_training(false);
         generator.set_requires_grad(false);
         generators.push(generator);
     }
-    let scales = info.pyramid.sizes.len();
     let mut reals = Vec::with_capacity(scales);
     let mut fixed_noises = Vec::with_capacity(scales);
-    for k in 0..scales {
-        reals.push(file.get::<T>(&format!("real.{k}"))?);
-        fixed_noises.push(file.get::<T>(&format!("fixed_noise.{k}"))?);
+    for (k, &(h, w)) in info.pyramid.sizes.iter().enumerate() {
+        // The stored images bound every size the metadata may claim, so a damaged size table
+        // is caught here instead of in a huge allocation later.
+        for (name, list) in [("real", &mut reals), ("fixed_noise", &mut fixed_noises)] {
+            let tensor = file.get::<T>(&format!("{name}.{k}"))?;
+            if tensor.dims() != [1, 3, h, w] {
+                return Err(Error::file(
+                    &path,
+                    format!(
+                        "the model metadata is malformed: scale {k} is {h}x{w} but {name}.{k} has shape {:?}",
+                        tensor.dims()
+                    ),
+                ));
+            }
+            list.push(tensor);
+        }
     }
     if info.amplitudes.len() != info.finished_scales {
         return Err(Error::file(

@@ -26,7 +26,7 @@ use crate::tensor::{Shape, Tensor};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-/// What a backward function receives.
+/// Arguments of a backward function.
 pub struct BackwardArgs<'a, T: Element> {
     /// The op's inputs, in the order the op was called with.
     pub inputs: &'a [Var<T>],

@@ -1,10 +1,10 @@
 //! The training driver: builds the pyramid, then trains one generator and critic per scale,
 //! coarse to fine, saving the model after each scale.
 //!
-//! Per scale `k`: the networks are created, or carried over from scale `k - 1` when the width
-//! is unchanged; the noise amplitude is set from the reconstruction error of the coarser
-//! scales; the reconstruction input is computed once and cached, because the coarser
-//! generators are frozen; then `num_steps + 1` iterations of critic and generator steps run.
+//! Per scale `k`, the networks are created, or carried over from scale `k - 1` when the width
+//! is unchanged. The noise amplitude is set from the reconstruction error of the coarser scales.
+//! The reconstruction input is computed once and cached, because the coarser generators are
+//! frozen. Then `num_steps + 1` iterations of critic and generator steps run.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -34,9 +34,10 @@ use crate::tensor::Tensor;
 /// Random samples in the grid saved after each scale.
 pub const SAMPLES_PER_SCALE: usize = 8;
 
-/// What the trainer tells its caller while it runs.
+/// Progress callbacks of the trainer.
 pub trait Reporter {
-    /// A scale starts: its index, size, feature count, noise amplitude and iteration count.
+    /// Reports that a scale started, with its index, size, feature count, noise amplitude and
+    /// iteration count.
     fn scale_started(
         &mut self,
         scale: usize,

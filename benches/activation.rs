@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use singan::gradcheck::SeededNormal;
 use singan::{grad, Var};
 
+/// A named op to time, with its data volume in bytes, as a closure that runs it once.
+type TimedOp<'a> = (&'static str, f64, Box<dyn FnMut() + 'a>);
+
 /// SinGAN's activations at the coarsest, a middle and the finest scale of a 250x188 image:
 /// (channels, height, width), batch size 1.
 const SHAPES: [(usize, usize, usize); 3] = [(32, 26, 34), (64, 96, 128), (128, 188, 250)];
@@ -95,7 +98,7 @@ fn main() {
         let tensor_bytes = (channels * h * w * std::mem::size_of::<f32>()) as f64;
         let label = format!("({channels}, {h}, {w})");
 
-        let ops: [(&str, f64, Box<dyn FnMut()>); 2] = [
+        let ops: [TimedOp<'_>; 2] = [
             (
                 "forward",
                 2.0 * tensor_bytes,

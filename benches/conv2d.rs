@@ -15,6 +15,9 @@ use singan::gradcheck::SeededNormal;
 use singan::ops::conv2d::{conv2d_input_grad, conv2d_weight_grad, reference, ConvGeometry};
 use singan::tensor::{Device, Tensor};
 
+/// A named op to time, as a closure that runs it once.
+type TimedOp<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+
 /// SinGAN's convolutions at the coarsest, a middle and the finest scale of a 250x188 image:
 /// (channels, input height, input width).
 const SHAPES: [(usize, usize, usize); 3] = [(32, 26, 34), (64, 96, 128), (128, 188, 250)];
@@ -127,7 +130,7 @@ fn main() {
         let gflop = 2.0 * (channels * channels * 9 * h_out * w_out) as f64 / 1e9;
         let label = format!("({channels}, {h}, {w})");
 
-        let ops: [(&str, Box<dyn FnMut()>); 3] = [
+        let ops: [TimedOp<'_>; 3] = [
             (
                 "forward",
                 Box::new(|| finish(x.conv2d(&weight, None, 0).unwrap())),

@@ -63,10 +63,22 @@ fn create_graph_allows_third_derivative() {
     let d1 = grad(&[f], std::slice::from_ref(&x), None, true).unwrap()[0]
         .clone()
         .unwrap();
-    let d2 = grad(&[d1.clone()], std::slice::from_ref(&x), None, true).unwrap()[0]
+    let d2 = grad(
+        std::slice::from_ref(&d1),
+        std::slice::from_ref(&x),
+        None,
+        true,
+    )
+    .unwrap()[0]
         .clone()
         .unwrap();
-    let d3 = grad(&[d2.clone()], std::slice::from_ref(&x), None, false).unwrap()[0]
+    let d3 = grad(
+        std::slice::from_ref(&d2),
+        std::slice::from_ref(&x),
+        None,
+        false,
+    )
+    .unwrap()[0]
         .clone()
         .unwrap();
     assert!((d1.item().unwrap() - 0.5).abs() < 1e-12);

@@ -129,8 +129,8 @@ fn write_critic_file(path: &Path, width: usize, h: usize, w: usize) {
         .add(&penalty.mul_scalar(0.1).unwrap())
         .unwrap();
     let vars = critic.param_vars();
-    let loss_grads = grad(&[loss.clone()], &vars, None, false).unwrap();
-    let penalty_grads = grad(&[penalty.clone()], &vars, None, false).unwrap();
+    let loss_grads = grad(std::slice::from_ref(&loss), &vars, None, false).unwrap();
+    let penalty_grads = grad(std::slice::from_ref(&penalty), &vars, None, false).unwrap();
 
     let mut tensors = vec![
         ("real".to_string(), real.value().clone()),

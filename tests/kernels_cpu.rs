@@ -136,7 +136,7 @@ fn pipeline() -> Vec<Tensor<f32>> {
     let (z, _) = y.batch_norm_train(&gamma, &beta, 1e-5).unwrap();
     let a = z.leaky_relu(0.2).unwrap();
     let loss = a.square().unwrap().mean().unwrap();
-    let grads = singan::grad(&[loss.clone()], &[x, w, gamma], None, false).unwrap();
+    let grads = singan::grad(std::slice::from_ref(&loss), &[x, w, gamma], None, false).unwrap();
     let mut out = vec![y.value().clone(), a.value().clone(), loss.value().clone()];
     out.extend(grads.into_iter().map(|g| g.unwrap().value().clone()));
     out

@@ -1,7 +1,7 @@
 //! The engine's error type.
 //!
 //! Every fallible library call returns [`Result`]. Shape errors name the op and show the shapes
-//! involved, so a message alone tells the caller which call to fix.
+//! involved, so a message alone shows the caller which call to fix.
 
 use crate::element::DType;
 

@@ -129,7 +129,7 @@ fn every_case_has_a_test() {
     }
 }
 
-/// An op whose backward is deliberately wrong: it claims d(x^2)/dx = x instead of 2x.
+/// Computes x^2 with a deliberately wrong backward that returns x instead of 2x.
 fn wrong_square(x: &Var<f64>) -> singan::Result<Var<f64>> {
     let value = Tensor::from_vec(
         x.dims(),

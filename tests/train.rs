@@ -13,7 +13,7 @@ use singan::singan::sample::{sample, SampleOptions};
 use singan::singan::step::LossKind;
 use singan::singan::train::{train, Reporter, TrainJob};
 
-/// A 40x52 image with smooth colour gradients and a few discs, made here.
+/// Draws a 40x52 image with smooth colour gradients and a few discs.
 fn test_image() -> Planes<f32> {
     let (h, w) = (40, 52);
     let mut data = vec![0.0f32; 3 * h * w];

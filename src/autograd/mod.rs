@@ -250,7 +250,7 @@ fn collect_graph<T: Element>(outputs: &[Var<T>]) -> Vec<Var<T>> {
 /// Computes the gradients of `outputs` with respect to `inputs`, like `torch.autograd.grad`.
 ///
 /// `grad_outputs[i]` weights output `i`; when `None`, every output must have one element and is
-/// weighted by 1. The result holds one entry per input, `None` where the input does not affect
+/// weighted by 1. The result contains one entry per input, `None` where the input does not affect
 /// the outputs. With `create_graph = true` the backward pass is recorded, so the returned
 /// gradients can be differentiated again; otherwise it runs in no-grad mode and the results are
 /// constants.

@@ -43,7 +43,7 @@ enum Command {
     Check(check::CheckCommand),
 }
 
-/// Which backend runs the ops.
+/// The backend that runs the ops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceChoice {
     /// The GPU when one works, otherwise the CPU.
@@ -85,7 +85,7 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<singan::Device, String> {
 }
 
 /// Resolves `--device` for a command whose work runs on the CPU backend only: `auto` picks the
-/// CPU and says so, and `cuda` is an error.
+/// CPU and prints that choice, and `cuda` is an error.
 // TODO: move the trainer's, sampler's and applications' tensors to the chosen device, so these
 // commands run on the GPU as `check grad` and `check fixtures` do.
 pub fn resolve_cpu_only(choice: DeviceChoice, command: &str) -> Result<singan::Device, String> {

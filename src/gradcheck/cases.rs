@@ -82,7 +82,7 @@ impl GradCase {
         CheckSetup { inputs, loss }
     }
 
-    /// A short description of the input shapes at `dims`.
+    /// Describes the input shapes at `dims` in one line.
     pub fn shape_label(&self, dims: &CaseDims) -> String {
         let setup = self.setup(dims);
         let mut shapes: Vec<String> = setup
@@ -198,7 +198,8 @@ fn leaky_relu(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn
     unary(d, rng, x, |x| x.leaky_relu(0.2))
 }
 
-/// The leaky ReLU squared, so the second derivative exercises the mask-multiply's own backward.
+/// Builds the leaky ReLU squared, so the second derivative exercises the mask-multiply's own
+/// backward.
 fn leaky_relu_squared(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn) {
     let x = rng.tensor_away_from_zero(&d.input(), 1e-3);
     unary(d, rng, x, |x| x.leaky_relu(0.2)?.square())
@@ -239,7 +240,7 @@ fn scalar_ops(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn
     unary(d, rng, x, |x| x.mul_scalar(-1.5)?.add_scalar(0.25))
 }
 
-/// A binary op with the second operand broadcast over the channel axis `(1, C, 1, 1)`.
+/// Builds a binary op whose second operand is broadcast over the channel axis `(1, C, 1, 1)`.
 fn binary(
     d: &CaseDims,
     rng: &mut SeededNormal,
@@ -359,7 +360,7 @@ fn bce_with_logits(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, L
     (inputs, loss)
 }
 
-/// The WGAN-GP penalty of a small patch critic in training-mode batch norm, differentiated with
+/// Builds the WGAN-GP penalty of a small patch critic in training-mode batch norm, differentiated with
 /// respect to the critic's parameters and its input: `mean((||dD/dx||_channels - 1)^2)`.
 fn gradient_penalty(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn) {
     let channels = d.c_out;
@@ -408,7 +409,7 @@ fn gradient_penalty(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, 
     (inputs, loss)
 }
 
-/// Every check, first order for every op and second order for the ops a gradient penalty
+/// Lists every check: first order for every op and second order for the ops a gradient penalty
 /// differentiates twice.
 pub fn all_cases() -> Vec<GradCase> {
     let first: [(&'static str, CaseBuilder); 28] = [

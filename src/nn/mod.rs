@@ -36,7 +36,7 @@ impl<T: Element> Param<T> {
         &self.name
     }
 
-    /// The leaf that forward passes use.
+    /// Returns the leaf that forward passes use.
     pub fn var(&self) -> &Var<T> {
         &self.var
     }
@@ -66,19 +66,19 @@ impl<T: Element> Param<T> {
 
 /// A network or layer that exposes its parameters and its full state by name.
 pub trait Module<T: Element> {
-    /// The trainable parameters, in a fixed order.
+    /// Returns the trainable parameters, in a fixed order.
     fn params(&self) -> Vec<&Param<T>>;
 
-    /// The trainable parameters, mutably, in the same order as [`Module::params`].
+    /// Returns the trainable parameters mutably, in the same order as [`Module::params`].
     fn params_mut(&mut self) -> Vec<&mut Param<T>>;
 
-    /// Every tensor of the state: parameters and buffers such as running statistics.
+    /// Returns every tensor of the state: parameters and buffers such as running statistics.
     fn state(&self) -> Vec<(String, Tensor<T>)>;
 
     /// Loads every state tensor from `lookup`, which returns the tensor stored under a name.
     fn load_state(&mut self, lookup: &dyn Fn(&str) -> Option<Tensor<T>>) -> Result<()>;
 
-    /// The leaves of the parameters, for `grad()` calls.
+    /// Returns the leaves of the parameters, for `grad()` calls.
     fn param_vars(&self) -> Vec<Var<T>> {
         self.params().into_iter().map(|p| p.var().clone()).collect()
     }

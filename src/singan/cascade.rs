@@ -63,7 +63,7 @@ pub fn draw_noise<T: Element>(rng: &mut Rng, scale: usize, size: Size) -> Tensor
     Tensor::from_vec([1, 3, h, w], data).expect("noise has 3 * H * W values")
 }
 
-/// Where each scale's noise comes from.
+/// The source of each scale's noise.
 pub enum NoiseSource<'a, T: Element> {
     /// Fresh draws from the generator.
     Random(&'a mut Rng),

@@ -49,7 +49,7 @@ impl NetConfig {
     }
 }
 
-/// The blocks of a network, reconstructed from the shapes in a state lookup.
+/// Rebuilds the blocks of a network from the shapes in a state lookup.
 fn blocks_from_state<T: Element>(
     lookup: &dyn Fn(&str) -> Option<Tensor<T>>,
     padding: usize,

@@ -1,11 +1,11 @@
 //! The run folder: the trained model and critic as safetensors files, written atomically.
 //!
-//! `model.safetensors` holds, for every finished scale `k`, the generator state under
+//! `model.safetensors` contains, for every finished scale `k`, the generator state under
 //! `g{k}.` (parameters and batch-norm running statistics), and for every scale of the pyramid
 //! the real image `real.{k}` and the fixed reconstruction noise `fixed_noise.{k}`. Its metadata
-//! holds the configuration, the pyramid, the noise amplitudes, the number of finished scales
-//! and the generator state, so sampling and resuming need nothing else. `critic.safetensors`
-//! holds the critic of the last finished scale, which the next scale continues from.
+//! contains the configuration, the pyramid, the noise amplitudes, the number of finished scales
+//! and the random generator's state, so sampling and resuming need nothing else. `critic.safetensors`
+//! contains the critic of the last finished scale, which the next scale continues from.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -56,7 +56,7 @@ pub struct Model<T: Element> {
 }
 
 impl<T: Element> Model<T> {
-    /// Whether every scale of the pyramid is trained.
+    /// Returns true when every scale of the pyramid is trained.
     pub fn is_complete(&self) -> bool {
         self.info.finished_scales == self.info.pyramid.sizes.len()
     }

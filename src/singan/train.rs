@@ -46,11 +46,11 @@ pub trait Reporter {
         amplitude: f64,
         iterations: usize,
     );
-    /// An iteration finished, with its losses.
+    /// Reports a finished iteration and its losses.
     fn iteration(&mut self, scale: usize, iteration: usize, losses: &BTreeMap<String, f64>);
-    /// A progress line (also written to `log.txt`).
+    /// Reports a progress line, which is also written to `log.txt`.
     fn line(&mut self, text: &str);
-    /// A scale finished after `seconds`.
+    /// Reports that a scale finished after `seconds`.
     fn scale_finished(&mut self, scale: usize, seconds: f64);
 }
 

@@ -17,7 +17,7 @@ use crate::cuda::{CudaBuffer, CudaDevice};
 use crate::element::Element;
 use crate::error::{Error, Result};
 
-/// Where a tensor's buffer lives.
+/// The memory a tensor's buffer lives in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
     /// Host memory; ops run on the rayon CPU backend.

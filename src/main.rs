@@ -5,5 +5,6 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    singan::tensor::keep_freed_memory();
     cli::run()
 }

@@ -82,6 +82,90 @@ proptest! {
     }
 }
 
+/// Largest error of an f32 result against an f64 reference, relative to `1 + |reference|`.
+fn max_relative_error(fast: &[f32], reference: &[f64]) -> f64 {
+    assert_eq!(fast.len(), reference.len());
+    fast.iter()
+        .zip(reference)
+        .map(|(&f, &r)| (f as f64 - r).abs() / (1.0 + r.abs()))
+        .fold(0.0, f64::max)
+}
+
+/// Runs the three f32 convolution ops (3x3 kernels take the Winograd path) and compares them
+/// with the f64 reference loops.
+fn check_f32_conv(g: &ConvGeometry, seed: u64) -> [f64; 3] {
+    let mut rng = SeededNormal::new(seed);
+    let x = rng.tensor(&[g.n, g.c_in, g.h_in, g.w_in]);
+    let w = rng.tensor(&[g.c_out, g.c_in, g.k_h, g.k_w]);
+    let gy = rng.tensor(&[g.n, g.c_out, g.h_out(), g.w_out()]);
+    let (x32, w32, gy32) = (
+        Var::constant(x.cast::<f32>()),
+        Var::constant(w.cast::<f32>()),
+        Var::constant(gy.cast::<f32>()),
+    );
+    let pad = g.pad_h as usize;
+    let y = x32.conv2d(&w32, None, pad).unwrap();
+    let gx = singan::ops::conv2d::conv2d_input_grad(&gy32, &w32, pad, (g.h_in, g.w_in)).unwrap();
+    let gw = singan::ops::conv2d::conv2d_weight_grad(&x32, &gy32, pad, (g.k_h, g.k_w)).unwrap();
+    [
+        max_relative_error(
+            y.value().as_slice(),
+            &reference::forward(x.as_slice(), w.as_slice(), g),
+        ),
+        max_relative_error(
+            gx.value().as_slice(),
+            &reference::input_grad(gy.as_slice(), w.as_slice(), g),
+        ),
+        max_relative_error(
+            gw.value().as_slice(),
+            &reference::weight_grad(x.as_slice(), gy.as_slice(), g),
+        ),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn f32_conv2d_matches_reference_loops((g, seed) in geometry()) {
+        // Sums of at most 5 * 16 products of unit normals: f32 rounding stays far below 1e-4.
+        let [forward, input_grad, weight_grad] = check_f32_conv(&g, seed);
+        prop_assert!(forward < 1e-4, "forward error {forward}");
+        prop_assert!(input_grad < 1e-4, "input gradient error {input_grad}");
+        prop_assert!(weight_grad < 1e-4, "weight gradient error {weight_grad}");
+    }
+}
+
+#[test]
+fn f32_conv2d_singan_width_matches_reference() {
+    // 32 channels and more tiles than one group, with SinGAN's padding 0 and the input
+    // gradient's padding 2.
+    for pad in [0, 2] {
+        let g = ConvGeometry {
+            n: 1,
+            c_in: 32,
+            c_out: 32,
+            h_in: 41,
+            w_in: 53,
+            k_h: 3,
+            k_w: 3,
+            pad_h: pad,
+            pad_w: pad,
+        };
+        let [forward, input_grad, weight_grad] = check_f32_conv(&g, 11);
+        // The weight gradient sums 32 * 9 products over ~2000 pixels; the others 32 * 9.
+        assert!(forward < 1e-4, "padding {pad}: forward error {forward}");
+        assert!(
+            input_grad < 1e-4,
+            "padding {pad}: input gradient error {input_grad}"
+        );
+        assert!(
+            weight_grad < 1e-3,
+            "padding {pad}: weight gradient error {weight_grad}"
+        );
+    }
+}
+
 #[test]
 fn conv2d_large_image_matches_reference() {
     // More output columns than one task's chunk, so chunk boundaries fall inside rows.

@@ -118,7 +118,36 @@ fn probe_cuda() -> Result<(singan::Device, String), String> {
 /// Parses the arguments, runs the command and maps its outcome to an exit status.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.command {
+    let outcome = on_worker_thread(move || dispatch(cli.command)).and_then(|outcome| outcome);
+    match outcome {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `work` on a thread of a rayon pool and returns its result.
+///
+/// The CPU kernels split their work with rayon. Called from a thread outside the pool, every
+/// parallel op hands its job to a worker and puts the caller to sleep until the job is done,
+/// which costs a context switch per op (most of the time of a small training iteration). From
+/// a worker thread the same call runs the first part of the job in place.
+fn on_worker_thread<R: Send>(work: impl FnOnce() -> R + Send) -> Result<R, String> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|index| format!("singan-worker-{index}"))
+        .stack_size(MAIN_THREAD_STACK_BYTES)
+        .build()
+        .map_err(|error| format!("failed to start the worker threads: {error}"))?;
+    Ok(pool.install(work))
+}
+
+/// Stack size of the worker threads: that of a Linux main thread (8 MiB).
+const MAIN_THREAD_STACK_BYTES: usize = 8 << 20;
+
+fn dispatch(command: Command) -> Result<ExitCode, String> {
+    match command {
         Command::Train(args) => train::run(*args),
         Command::Sample(args) => sample::run(args),
         Command::Harmonize(args) => apps::run_masked(args, false),
@@ -128,12 +157,5 @@ pub fn run() -> ExitCode {
         Command::Animate(args) => apps::run_animate(args),
         Command::Check(command) => check::run(command),
         Command::Bench(command) => bench::run(command),
-    };
-    match outcome {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
-        }
     }
 }

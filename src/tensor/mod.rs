@@ -7,8 +7,10 @@
 //! contiguous row-major output on the device of its operands, and there are no strided views:
 //! cropping and padding copy.
 
+mod host_memory;
 pub(crate) mod shape;
 
+pub use host_memory::keep_freed_memory;
 pub use shape::{broadcast_shape, numel, Shape};
 
 use std::sync::Arc;

@@ -1,5 +1,8 @@
 //! Rayon kernels for 2-D convolution (stride 1) through im2col and a blocked GEMM.
 //!
+//! 3x3 convolutions in `f32` go to the Winograd kernels instead (see `winograd.rs`), which
+//! need 16 multiply-adds per 2x2 output tile and channel pair where im2col needs 36.
+//!
 //! The output columns of each image are split into fixed-size chunks. One task unfolds the input
 //! patches of its chunk (im2col) and multiplies them by the weight matrix with
 //! `matrixmultiply`'s cache-blocked GEMM, so no buffer ever holds the whole unfolded input. The
@@ -7,7 +10,8 @@
 
 use rayon::prelude::*;
 
-use crate::element::Element;
+use super::winograd;
+use crate::element::{DType, Element};
 
 /// Output columns per im2col task.
 const COLUMNS_PER_TASK: usize = 256;
@@ -96,8 +100,18 @@ fn im2col<T: Element>(image: &[T], g: &ConvGeometry, first: usize, len: usize, c
     }
 }
 
+/// Reports whether a convolution runs on the Winograd kernels: 3x3 kernels in `f32`. `f64`
+/// keeps the direct method, whose sums match a plain loop's to the last few bits, because it
+/// is the precision that gradient checks and reference comparisons run in.
+fn use_winograd<T: Element>(g: &ConvGeometry) -> bool {
+    T::DTYPE == DType::F32 && winograd::supports(g)
+}
+
 /// Computes the convolution `y = conv(x, weight)` with no bias.
 pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
+    if use_winograd::<T>(g) {
+        return winograd::forward(x, weight, g);
+    }
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let columns = h_out * w_out;
     let patch_len = g.patch_len();
@@ -198,6 +212,9 @@ pub fn input_grad<T: Element>(grad_output: &[T], weight: &[T], g: &ConvGeometry)
 /// Computes the gradient of the convolution with respect to its weight:
 /// `grad_weight[o, (i, ki, kj)] = sum over images and output pixels of grad_output * patch`.
 pub fn weight_grad<T: Element>(x: &[T], grad_output: &[T], g: &ConvGeometry) -> Vec<T> {
+    if use_winograd::<T>(g) {
+        return winograd::weight_grad(x, grad_output, g);
+    }
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let columns = h_out * w_out;
     let patch_len = g.patch_len();

@@ -13,6 +13,7 @@
 
 pub(crate) mod cpu;
 pub(crate) mod cuda;
+mod winograd;
 
 pub use cpu::{reference, ConvGeometry};
 

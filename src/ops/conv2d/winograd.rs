@@ -312,6 +312,14 @@ struct OutputPtr<T>(*mut T);
 unsafe impl<T: Send> Send for OutputPtr<T> {}
 unsafe impl<T: Send> Sync for OutputPtr<T> {}
 
+impl<T> OutputPtr<T> {
+    /// Returns the pointer. Closures that call this capture the whole wrapper, which is `Send`,
+    /// rather than the bare pointer field, which is not.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 /// Computes `y = conv(x, weight)` with no bias for a 3x3 kernel.
 pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
     let (h_out, w_out) = (g.h_out(), g.w_out());
@@ -352,7 +360,6 @@ pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
                 scratch,
             );
             multiply_positions(g, &u, v, len, m);
-            let output = output;
             let [top, bottom, ..] = &mut scratch.rows;
             for segment in segments(grid, first, len) {
                 let n = segment.len();
@@ -369,7 +376,7 @@ pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
                             unsafe {
                                 std::ptr::copy_nonoverlapping(
                                     line.as_ptr(),
-                                    output.0.add(plane + (row + r) * w_out + col),
+                                    output.get().add(plane + (row + r) * w_out + col),
                                     columns,
                                 );
                             }

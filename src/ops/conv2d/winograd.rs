@@ -140,40 +140,71 @@ fn segments(grid: TileGrid, first: usize, len: usize) -> impl Iterator<Item = Se
     })
 }
 
-/// Copies input row `row` of `plane` into `line`, which starts at input column `first_col`;
-/// columns outside the plane (padding) are zero.
+/// Copies row `row` of `plane` from column `first_col` on into `even` and `odd`: `even[x]`
+/// gets column `first_col + 2x` and `odd[x]` column `first_col + 2x + 1`. Columns and rows
+/// outside the plane (padding) read as zero.
 fn load_row<T: Element>(
     plane: &[T],
-    g: &ConvGeometry,
-    row: isize,
-    first_col: isize,
-    line: &mut [T],
+    (height, width): (usize, usize),
+    (row, first_col): (isize, isize),
+    even: &mut [T],
+    odd: &mut [T],
 ) {
-    line.fill(T::ZERO);
-    if row < 0 || row >= g.h_in as isize {
+    if row < 0 || row >= height as isize {
+        even.fill(T::ZERO);
+        odd.fill(T::ZERO);
         return;
     }
-    let source = &plane[row as usize * g.w_in..(row as usize + 1) * g.w_in];
-    let start = first_col.max(0);
-    let end = (first_col + line.len() as isize).min(g.w_in as isize);
-    if start < end {
-        line[(start - first_col) as usize..(end - first_col) as usize]
-            .copy_from_slice(&source[start as usize..end as usize]);
+    let source = &plane[row as usize * width..(row as usize + 1) * width];
+    let read = |col: isize| {
+        if col >= 0 && col < width as isize {
+            source[col as usize]
+        } else {
+            T::ZERO
+        }
+    };
+    // Pairs (2x, 2x + 1) that lie wholly inside the row are copied without bounds tests.
+    let inside_start = (((-first_col).max(0) as usize).div_ceil(2)).min(even.len());
+    let inside_end = (((width as isize - first_col) / 2).max(0) as usize)
+        .min(even.len())
+        .max(inside_start);
+    for x in (0..inside_start).chain(inside_end..even.len()) {
+        let col = first_col + 2 * x as isize;
+        even[x] = read(col);
+        odd[x] = read(col + 1);
+    }
+    let start = (first_col + 2 * inside_start as isize) as usize;
+    let pairs = source[start..start + 2 * (inside_end - inside_start)].chunks_exact(2);
+    for ((e, o), pair) in even[inside_start..inside_end]
+        .iter_mut()
+        .zip(&mut odd[inside_start..inside_end])
+        .zip(pairs)
+    {
+        *e = pair[0];
+        *o = pair[1];
     }
 }
 
-/// Per-task scratch rows of the transforms.
+/// Per-task scratch rows of the transforms, split into even and odd columns.
 struct Scratch<T> {
-    rows: [Vec<T>; 4],
-    combined: [Vec<T>; 4],
+    even: [Vec<T>; 4],
+    odd: [Vec<T>; 4],
+    combined_even: [Vec<T>; 4],
+    combined_odd: [Vec<T>; 4],
+    /// Two output rows of the forward pass's inverse transform.
+    lines: [Vec<T>; 2],
 }
 
 impl<T: Element> Scratch<T> {
     fn new(grid: TileGrid) -> Self {
-        let width = 2 * grid.cols + 2;
+        let width = grid.cols + 1;
+        let rows = || std::array::from_fn(|_| vec![T::ZERO; width]);
         Scratch {
-            rows: std::array::from_fn(|_| vec![T::ZERO; width]),
-            combined: std::array::from_fn(|_| vec![T::ZERO; width]),
+            even: rows(),
+            odd: rows(),
+            combined_even: rows(),
+            combined_odd: rows(),
+            lines: std::array::from_fn(|_| vec![T::ZERO; 2 * width]),
         }
     }
 }
@@ -191,42 +222,50 @@ fn transform_inputs<T: Element>(
 ) {
     let plane_len = g.h_in * g.w_in;
     for segment in segments(grid, first, len) {
-        let width = 2 * segment.len() + 2;
+        let n = segment.len();
         let first_row = 2 * segment.row as isize - g.pad_h;
         let first_col = 2 * segment.first_col as isize - g.pad_w;
         for i in 0..g.c_in {
             let plane = &image[i * plane_len..(i + 1) * plane_len];
-            for (r, line) in scratch.rows.iter_mut().enumerate() {
+            for r in 0..4 {
                 load_row(
                     plane,
-                    g,
-                    first_row + r as isize,
-                    first_col,
-                    &mut line[..width],
+                    (g.h_in, g.w_in),
+                    (first_row + r as isize, first_col),
+                    &mut scratch.even[r][..n + 1],
+                    &mut scratch.odd[r][..n + 1],
                 );
             }
             // B^T d: combine the four input rows, all columns at once.
-            let [d0, d1, d2, d3] = &scratch.rows;
-            let [b0, b1, b2, b3] = &mut scratch.combined;
-            for x in 0..width {
-                b0[x] = d0[x] - d2[x];
-                b1[x] = d1[x] + d2[x];
-                b2[x] = d2[x] - d1[x];
-                b3[x] = d1[x] - d3[x];
-            }
-            // (B^T d) B: tile t reads columns 2t..2t+4 of each combined row.
-            for (k, row) in scratch.combined.iter().enumerate() {
+            combine_input_rows(&scratch.even, &mut scratch.combined_even, n + 1);
+            combine_input_rows(&scratch.odd, &mut scratch.combined_odd, n + 1);
+            // (B^T d) B: tile t reads columns 2t..2t+4 of each combined row, which are
+            // even[t], odd[t], even[t + 1] and odd[t + 1].
+            for k in 0..4 {
+                let (even, odd) = (&scratch.combined_even[k], &scratch.combined_odd[k]);
                 let start = (4 * k * g.c_in + i) * len + segment.offset;
-                let [out0, out1, out2, out3] = four_streams(v, start, g.c_in * len, segment.len());
-                for t in 0..segment.len() {
-                    let (a, b, c, d) = (row[2 * t], row[2 * t + 1], row[2 * t + 2], row[2 * t + 3]);
-                    out0[t] = a - c;
-                    out1[t] = b + c;
-                    out2[t] = c - b;
-                    out3[t] = b - d;
+                let [out0, out1, out2, out3] = four_streams(v, start, g.c_in * len, n);
+                for t in 0..n {
+                    out0[t] = even[t] - even[t + 1];
+                    out1[t] = odd[t] + even[t + 1];
+                    out2[t] = even[t + 1] - odd[t];
+                    out3[t] = odd[t] - odd[t + 1];
                 }
             }
         }
+    }
+}
+
+/// Computes `B^T d` for `width` columns: `out` gets the rows d0 - d2, d1 + d2, d2 - d1 and
+/// d1 - d3.
+fn combine_input_rows<T: Element>(d: &[Vec<T>; 4], out: &mut [Vec<T>; 4], width: usize) {
+    let [d0, d1, d2, d3] = d;
+    let [b0, b1, b2, b3] = out;
+    for x in 0..width {
+        b0[x] = d0[x] - d2[x];
+        b1[x] = d1[x] + d2[x];
+        b2[x] = d2[x] - d1[x];
+        b3[x] = d1[x] - d3[x];
     }
 }
 
@@ -360,7 +399,7 @@ pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
                 scratch,
             );
             multiply_positions(g, &u, v, len, m);
-            let [top, bottom, ..] = &mut scratch.rows;
+            let [top, bottom] = &mut scratch.lines;
             for segment in segments(grid, first, len) {
                 let n = segment.len();
                 let (row, col) = (2 * segment.row, 2 * segment.first_col);
@@ -402,46 +441,30 @@ fn transform_output_grads<T: Element>(
 ) {
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let out_plane = h_out * w_out;
-    let as_input = ConvGeometry {
-        h_in: h_out,
-        w_in: w_out,
-        ..*g
-    };
     for segment in segments(grid, first, len) {
         let n = segment.len();
-        let (row, col) = (2 * segment.row, 2 * segment.first_col);
+        let (row, col) = (2 * segment.row as isize, 2 * segment.first_col as isize);
         for o in 0..g.c_out {
             let plane = &grad_output[o * out_plane..(o + 1) * out_plane];
-            let [upper, lower, ..] = &mut scratch.rows;
-            load_row(
-                plane,
-                &as_input,
-                row as isize,
-                col as isize,
-                &mut upper[..2 * n],
-            );
-            load_row(
-                plane,
-                &as_input,
-                row as isize + 1,
-                col as isize,
-                &mut lower[..2 * n],
-            );
-            // A dY: combine the two gradient rows, all columns at once.
-            let [r0, r1, r2, r3] = &mut scratch.combined;
-            for x in 0..2 * n {
-                let (a, c) = (upper[x], lower[x]);
-                r0[x] = a;
-                r1[x] = a + c;
-                r2[x] = a - c;
-                r3[x] = -c;
+            for r in 0..2 {
+                load_row(
+                    plane,
+                    (h_out, w_out),
+                    (row + r as isize, col),
+                    &mut scratch.even[r][..n],
+                    &mut scratch.odd[r][..n],
+                );
             }
-            // (A dY) A^T: tile t reads columns 2t and 2t + 1 of each combined row.
-            for (k, row) in scratch.combined.iter().enumerate() {
+            // A dY: combine the two gradient rows, all columns at once.
+            combine_gradient_rows(&scratch.even, &mut scratch.combined_even, n);
+            combine_gradient_rows(&scratch.odd, &mut scratch.combined_odd, n);
+            // (A dY) A^T: tile t reads columns 2t (even) and 2t + 1 (odd) of each combined row.
+            for k in 0..4 {
+                let (even, odd) = (&scratch.combined_even[k], &scratch.combined_odd[k]);
                 let start = (4 * k * g.c_out + o) * len + segment.offset;
                 let [out0, out1, out2, out3] = four_streams(z, start, g.c_out * len, n);
                 for t in 0..n {
-                    let (p, q) = (row[2 * t], row[2 * t + 1]);
+                    let (p, q) = (even[t], odd[t]);
                     out0[t] = p;
                     out1[t] = p + q;
                     out2[t] = p - q;
@@ -449,6 +472,19 @@ fn transform_output_grads<T: Element>(
                 }
             }
         }
+    }
+}
+
+/// Computes `A dY` for `width` columns of the two rows in `d[0]` and `d[1]`: `out` gets the
+/// rows d0, d0 + d1, d0 - d1 and -d1.
+fn combine_gradient_rows<T: Element>(d: &[Vec<T>; 4], out: &mut [Vec<T>; 4], width: usize) {
+    let [d0, d1, ..] = d;
+    let [r0, r1, r2, r3] = out;
+    for x in 0..width {
+        r0[x] = d0[x];
+        r1[x] = d0[x] + d1[x];
+        r2[x] = d0[x] - d1[x];
+        r3[x] = -d1[x];
     }
 }
 

@@ -1,4 +1,9 @@
 //! Rayon kernels for element-wise and broadcasting binary ops.
+//!
+//! Outputs are written into fresh, unzeroed allocations: every kernel here writes each output
+//! element exactly once, so zero-filling them first would only add a pass over memory.
+
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -6,31 +11,53 @@ use crate::element::Element;
 use crate::ops::CHUNK;
 use crate::tensor::shape::broadcast_strides;
 
+/// Allocates `len` elements and passes them, uninitialised, to `fill`.
+///
+/// # Safety
+///
+/// `fill` must write every element of the slice it receives.
+pub(crate) unsafe fn filled_vec<T: Element>(
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<T>]),
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(len);
+    fill(&mut out.spare_capacity_mut()[..len]);
+    // SAFETY: the caller guarantees that `fill` initialised all `len` elements.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// Applies `f` to every element.
 pub fn map<T: Element>(input: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; input.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(input.par_chunks(CHUNK))
-        .for_each(|(out, input)| {
-            for (o, &x) in out.iter_mut().zip(input) {
-                *o = f(x);
-            }
-        });
-    out
+    // SAFETY: the chunks of `out` and `input` have equal lengths, so every element is written.
+    unsafe {
+        filled_vec(input.len(), |out| {
+            out.par_chunks_mut(CHUNK)
+                .zip(input.par_chunks(CHUNK))
+                .for_each(|(out, input)| {
+                    for (o, &x) in out.iter_mut().zip(input) {
+                        o.write(f(x));
+                    }
+                })
+        })
+    }
 }
 
 /// Applies `f` to pairs of elements of two equally long buffers.
 pub fn zip_map<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    debug_assert_eq!(a.len(), b.len());
-    let mut out = vec![T::ZERO; a.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(out, (a, b))| {
-            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-                *o = f(x, y);
-            }
-        });
-    out
+    assert_eq!(a.len(), b.len(), "zip_map operands differ in length");
+    // SAFETY: the chunks of `out`, `a` and `b` have equal lengths, so every element is written.
+    unsafe {
+        filled_vec(a.len(), |out| {
+            out.par_chunks_mut(CHUNK)
+                .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+                .for_each(|(out, (a, b))| {
+                    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                        o.write(f(x, y));
+                    }
+                })
+        })
+    }
 }
 
 /// Applies `f` with broadcasting: `a` has `a_dims`, `b` has `b_dims`, the output `out_dims`.
@@ -46,36 +73,67 @@ pub fn broadcast_map<T: Element>(
     f: impl Fn(T, T) -> T + Sync,
 ) -> Vec<T> {
     let numel: usize = out_dims.iter().product();
-    let mut out = vec![T::ZERO; numel];
     if numel == 0 {
-        return out;
+        return Vec::new();
     }
     let a_strides = broadcast_strides(a_dims, out_dims);
     let b_strides = broadcast_strides(b_dims, out_dims);
     let rank = out_dims.len();
     let row_len = out_dims[rank - 1];
-    let a_step = a_strides[rank - 1];
-    let b_step = b_strides[rank - 1];
+    let (a_step, b_step) = (a_strides[rank - 1], b_strides[rank - 1]);
     let rows_per_task = (CHUNK / row_len.max(1)).max(1);
 
-    out.par_chunks_mut(rows_per_task * row_len)
-        .enumerate()
-        .for_each(|(task, out)| {
-            let first_row = task * rows_per_task;
-            for (local_row, out_row) in out.chunks_mut(row_len).enumerate() {
-                // Decompose the row index into the outer dims to find each operand's offset.
-                let mut row = first_row + local_row;
-                let (mut a_offset, mut b_offset) = (0, 0);
-                for axis in (0..rank - 1).rev() {
-                    let index = row % out_dims[axis];
-                    row /= out_dims[axis];
-                    a_offset += index * a_strides[axis];
-                    b_offset += index * b_strides[axis];
-                }
-                for (j, o) in out_row.iter_mut().enumerate() {
-                    *o = f(a[a_offset + j * a_step], b[b_offset + j * b_step]);
-                }
-            }
-        });
-    out
+    // SAFETY: the tasks split `out` into whole rows of `row_len`, and each row loop below writes
+    // all `row_len` elements of its row.
+    unsafe {
+        filled_vec(numel, |out| {
+            out.par_chunks_mut(rows_per_task * row_len)
+                .enumerate()
+                .for_each(|(task, out)| {
+                    let first_row = task * rows_per_task;
+                    for (local_row, out_row) in out.chunks_mut(row_len).enumerate() {
+                        // Decompose the row index into the outer dims to find each operand's
+                        // offset.
+                        let mut row = first_row + local_row;
+                        let (mut a_offset, mut b_offset) = (0, 0);
+                        for axis in (0..rank - 1).rev() {
+                            let index = row % out_dims[axis];
+                            row /= out_dims[axis];
+                            a_offset += index * a_strides[axis];
+                            b_offset += index * b_strides[axis];
+                        }
+                        // Each operand either runs along the row (step 1) or repeats one value
+                        // (step 0); one loop per case lets the compiler vectorise it.
+                        match (a_step, b_step) {
+                            (1, 1) => {
+                                let (a, b) = (
+                                    &a[a_offset..a_offset + row_len],
+                                    &b[b_offset..b_offset + row_len],
+                                );
+                                for ((o, &x), &y) in out_row.iter_mut().zip(a).zip(b) {
+                                    o.write(f(x, y));
+                                }
+                            }
+                            (1, 0) => {
+                                let (a, y) = (&a[a_offset..a_offset + row_len], b[b_offset]);
+                                for (o, &x) in out_row.iter_mut().zip(a) {
+                                    o.write(f(x, y));
+                                }
+                            }
+                            (0, 1) => {
+                                let (x, b) = (a[a_offset], &b[b_offset..b_offset + row_len]);
+                                for (o, &y) in out_row.iter_mut().zip(b) {
+                                    o.write(f(x, y));
+                                }
+                            }
+                            _ => {
+                                for (j, o) in out_row.iter_mut().enumerate() {
+                                    o.write(f(a[a_offset + j * a_step], b[b_offset + j * b_step]));
+                                }
+                            }
+                        }
+                    }
+                })
+        })
+    }
 }

@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use crate::element::Element;
+use crate::ops::reduce::cpu::{lane_sum, LANES};
 
 /// Per-channel batch statistics: mean and biased variance over `(N, H, W)`.
 #[derive(Clone, Debug)]
@@ -40,15 +41,15 @@ pub fn channel_stats<T: Element>(x: &[T], dims: [usize; 4]) -> ChannelStats<T> {
             // Sums run in f64 so the statistics of a large f32 channel keep f32 accuracy.
             let mut total = 0.0f64;
             for_planes(x, c, plane, channel, |_, values| {
-                total += values.iter().map(|v| v.to_f64()).sum::<f64>()
+                total += lane_sum(values, |v| v.to_f64())
             });
             let mean = total / count;
             let mut squares = 0.0f64;
             for_planes(x, c, plane, channel, |_, values| {
-                for &v in values {
+                squares += lane_sum(values, |v| {
                     let d = v.to_f64() - mean;
-                    squares += d * d;
-                }
+                    d * d
+                })
             });
             (T::from_f64(mean), T::from_f64(squares / count))
         })
@@ -112,13 +113,20 @@ pub fn backward<T: Element>(
             let (mut sum_g, mut sum_g_xhat) = (0.0f64, 0.0f64);
             for image in 0..n {
                 let start = (image * c + channel) * plane;
-                for (&g, &v) in grad_output[start..start + plane]
-                    .iter()
-                    .zip(&x[start..start + plane])
-                {
-                    sum_g += g.to_f64();
-                    sum_g_xhat += (g * (v - mean) * inv_std).to_f64();
+                let (g, v) = (&grad_output[start..start + plane], &x[start..start + plane]);
+                sum_g += lane_sum(g, |g| g.to_f64());
+                let mut lanes = [0.0f64; LANES];
+                let pairs = g.chunks_exact(LANES).zip(v.chunks_exact(LANES));
+                for (g, v) in pairs {
+                    for ((lane, &g), &v) in lanes.iter_mut().zip(g).zip(v) {
+                        *lane += (g * (v - mean) * inv_std).to_f64();
+                    }
                 }
+                let tail = plane - plane % LANES;
+                for ((lane, &g), &v) in lanes.iter_mut().zip(&g[tail..]).zip(&v[tail..]) {
+                    *lane += (g * (v - mean) * inv_std).to_f64();
+                }
+                sum_g_xhat += lanes.iter().sum::<f64>();
             }
             (T::from_f64(sum_g), T::from_f64(sum_g_xhat))
         })

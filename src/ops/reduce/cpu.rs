@@ -11,6 +11,29 @@ use crate::tensor::Shape;
 /// the thread count.
 const REDUCE_CHUNK: usize = 1 << 13;
 
+/// Independent partial sums in [`lane_sum`]: enough to hide the latency of f64 additions and to
+/// fill a vector register.
+pub(crate) const LANES: usize = 8;
+
+/// Sums `f(v)` over `values` in f64, in [`LANES`] interleaved partial sums that are added at the
+/// end. One running sum would make every addition wait for the previous one; the order here is
+/// fixed by the length alone, so results stay deterministic.
+#[inline]
+pub(crate) fn lane_sum<T: Element>(values: &[T], f: impl Fn(T) -> f64) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
+        }
+    }
+    for (lane, &v) in lanes.iter_mut().zip(tail) {
+        *lane += f(v);
+    }
+    lanes.iter().sum()
+}
+
 /// Sums `x` (dims `x_dims`) down to `target` dims, which have the same rank and are 1 on every
 /// reduced axis.
 pub fn sum_to<T: Element>(x: &[T], x_dims: &[usize], target: &[usize]) -> Vec<T> {
@@ -82,10 +105,7 @@ fn sum_range<T: Element>(
         // Run along the innermost reduced axis, then carry into the outer ones.
         let run = (inner_dim - index[rank - 1]).min(remaining);
         if inner_stride == 1 {
-            total += x[offset..offset + run]
-                .iter()
-                .map(|v| v.to_f64())
-                .sum::<f64>();
+            total += lane_sum(&x[offset..offset + run], |v| v.to_f64());
         } else {
             for step in 0..run {
                 total += x[offset + step * inner_stride].to_f64();

@@ -14,6 +14,7 @@
 pub(crate) mod cpu;
 pub(crate) mod cuda;
 mod winograd;
+mod winograd_avx512;
 
 pub use cpu::{reference, ConvGeometry};
 

@@ -16,8 +16,11 @@
 //! L2 cache. The grouping depends only on the shapes, so results are bit-identical for any
 //! thread count.
 
+use std::any::TypeId;
+
 use rayon::prelude::*;
 
+use super::winograd_avx512 as avx512;
 use super::ConvGeometry;
 use crate::element::Element;
 
@@ -305,6 +308,54 @@ fn multiply_positions<T: Element>(g: &ConvGeometry, u: &[T], v: &[T], len: usize
     }
 }
 
+/// Reinterprets `values` as `f32` when `T` is `f32`.
+fn as_f32<T: 'static>(values: &[T]) -> Option<&[f32]> {
+    // SAFETY: the type ids match, so `T` is `f32` and the slice is unchanged.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) })
+}
+
+/// Reinterprets `values` as `f32` when `T` is `f32`.
+fn as_f32_mut<T: 'static>(values: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: the type ids match, so `T` is `f32` and the slice is unchanged.
+    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| unsafe {
+        std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), values.len())
+    })
+}
+
+/// The transformed weights of one forward pass, in the layout of the kernel that multiplies
+/// them: position-major for the general GEMM, or packed for the AVX-512 kernel (`f32`, output
+/// channels a multiple of 8, and a CPU with AVX-512F).
+enum Weights<T> {
+    Gemm(Vec<T>),
+    Avx512(Vec<f32>),
+}
+
+impl<T: Element> Weights<T> {
+    fn new(u: Vec<T>, g: &ConvGeometry) -> Self {
+        match as_f32(&u) {
+            Some(u32) if avx512::applies(g.c_out) => {
+                Weights::Avx512(avx512::pack_weights(u32, POSITIONS, g.c_out, g.c_in))
+            }
+            _ => Weights::Gemm(u),
+        }
+    }
+
+    /// Computes, for every position, `m = u v`: `(c_out x c_in)` by `(c_in x len)`.
+    fn multiply(&self, g: &ConvGeometry, v: &[T], len: usize, m: &mut [T]) {
+        match self {
+            Weights::Gemm(u) => multiply_positions(g, u, v, len, m),
+            Weights::Avx512(packed) => {
+                let (v, m) = match (as_f32(v), as_f32_mut(m)) {
+                    (Some(v), Some(m)) => (v, m),
+                    _ => unreachable!("packed AVX-512 weights exist only for f32"),
+                };
+                avx512::multiply(packed, v, m, (g.c_out, g.c_in, len));
+            }
+        }
+    }
+}
+
 /// Gathers the 16 position streams of channel `channel` in `m` (rows of `rows` values per
 /// position, position-major) for the `n` tiles from column `offset`.
 fn position_streams<T>(
@@ -368,7 +419,7 @@ pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
     if grid.len() == 0 || g.n == 0 {
         return y;
     }
-    let u = transform_weights(weight, g.c_out, g.c_in);
+    let u = Weights::new(transform_weights(weight, g.c_out, g.c_in), g);
     let group = group_len::<T>(g);
     let groups = grid.len().div_ceil(group);
     let image_len = g.c_in * g.h_in * g.w_in;
@@ -398,7 +449,7 @@ pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
                 v,
                 scratch,
             );
-            multiply_positions(g, &u, v, len, m);
+            u.multiply(g, v, len, m);
             let [top, bottom] = &mut scratch.lines;
             for segment in segments(grid, first, len) {
                 let n = segment.len();

@@ -20,7 +20,11 @@ use singan::singan::image_io::{
 };
 use singan::singan::imresize::Planes;
 use singan::singan::run::{load_model, save_model};
-use singan::singan::train::{train, Reporter, TrainJob};
+use singan::singan::train::{train, TrainJob};
+use singan::Device;
+
+mod common;
+use common::Quiet;
 
 const HEIGHT: u32 = 48;
 const WIDTH: u32 = 64;
@@ -110,15 +114,6 @@ fn mask_image(w: u32, h: u32) -> image::RgbImage {
     })
 }
 
-struct Quiet;
-
-impl Reporter for Quiet {
-    fn scale_started(&mut self, _: usize, _: (usize, usize), _: usize, _: f64, _: usize) {}
-    fn iteration(&mut self, _: usize, _: usize, _: &std::collections::BTreeMap<String, f64>) {}
-    fn line(&mut self, _: &str) {}
-    fn scale_finished(&mut self, _: usize, _: f64) {}
-}
-
 fn tiny_config() -> TrainConfig {
     TrainConfig {
         num_steps: 10,
@@ -148,6 +143,7 @@ fn fixture() -> &'static Path {
             image: load_image(dir.join("training.png"), AlphaBackground::White).unwrap(),
             image_name: None,
             run_dir: dir.join("run"),
+            device: Device::Cpu,
         };
         let (model, _) = train(&job, false, &mut Quiet, &AtomicBool::new(false)).unwrap();
         assert_eq!(

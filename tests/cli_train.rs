@@ -43,12 +43,8 @@ const TINY: [&str; 10] = [
     "2",
 ];
 
-#[test]
-fn train_then_sample_writes_images() {
-    let dir = temp_dir("ok");
-    let image = dir.join("input.png");
-    write_png(&image, 44, 36);
-    let results = dir.join("results");
+/// Returns the arguments of a tiny `train` run on `image` into `results/run`.
+fn tiny_train_args<'a>(image: &'a Path, results: &'a Path) -> Vec<&'a str> {
     let mut args = vec![
         "train",
         image.to_str().unwrap(),
@@ -58,6 +54,16 @@ fn train_then_sample_writes_images() {
         "run",
     ];
     args.extend(TINY);
+    args
+}
+
+#[test]
+fn train_then_sample_writes_images() {
+    let dir = temp_dir("ok");
+    let image = dir.join("input.png");
+    write_png(&image, 44, 36);
+    let results = dir.join("results");
+    let args = tiny_train_args(&image, &results);
     let (code, stdout, stderr) = singan(&args);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("s0"), "no scale table:\n{stdout}");
@@ -95,15 +101,7 @@ fn sample_rejects_pixel_counts() {
     let image = dir.join("input.png");
     write_png(&image, 44, 36);
     let results = dir.join("results");
-    let mut args = vec![
-        "train",
-        image.to_str().unwrap(),
-        "--results-dir",
-        results.to_str().unwrap(),
-        "--save",
-        "run",
-    ];
-    args.extend(TINY);
+    let args = tiny_train_args(&image, &results);
     assert_eq!(singan(&args).0, 0);
     let (code, _, stderr) = singan(&[
         "sample",
@@ -203,4 +201,51 @@ fn invalid_options_are_rejected() {
     let (code, _, stderr) = singan(&["train", "--resume", "/nonexistent/run"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--resume"), "{stderr}");
+}
+
+#[test]
+fn cuda_device_without_gpu_is_rejected() {
+    if singan::cuda::probe_device(0).is_ok() {
+        println!("skipped: a CUDA GPU is present, so --device cuda is accepted");
+        return;
+    }
+    let dir = temp_dir("cuda");
+    let image = dir.join("input.png");
+    write_png(&image, 44, 36);
+    let results = dir.join("results");
+    let args = tiny_train_args(&image, &results);
+
+    let mut on_cuda = args.clone();
+    on_cuda.extend(["--device", "cuda"]);
+    let (code, _, stderr) = singan(&on_cuda);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--device cuda: no usable CUDA GPU"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("use --device cpu"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !results.exists(),
+        "a rejected device must not create a run folder"
+    );
+
+    let (code, _, stderr) = singan(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("device: cpu (no usable CUDA GPU"),
+        "--device auto must say that it picked the CPU and why:\n{stderr}"
+    );
+
+    let (code, _, stderr) = singan(&[
+        "sample",
+        results.join("run").to_str().unwrap(),
+        "--device",
+        "cuda",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--device cuda: no usable CUDA GPU"),
+        "{stderr}"
+    );
 }

@@ -8,43 +8,32 @@
 //! because f32 summation order alone can move the larger cases by more than a fixed bound.
 //! Errors are measured against `max(1, max |reference|)`.
 //!
+//! The random draws and the bicubic resize must match the CPU bit for bit, because both
+//! devices compute them with the same operations in the same order.
+//!
 //! Without a usable GPU every test prints `skipped: no CUDA device` and passes.
 
-use std::sync::OnceLock;
-
 use singan::autograd::{grad, Var};
-use singan::cuda::CudaError;
+use singan::cuda::CudaDevice;
 use singan::gradcheck::SeededNormal;
 use singan::nn::{ConvBlock, Module, Param};
 use singan::ops::conv2d::{conv2d_input_grad, conv2d_weight_grad};
+use singan::ops::random::draw;
+use singan::ops::resize::resize_cropped;
 use singan::ops::shape::Margins;
 use singan::optim::{Adam, AdamConfig};
+use singan::rng::{DrawKind, Rng};
+use singan::singan::cascade::draw_noise;
+use singan::singan::imresize::{Resize, ResizePlan};
 use singan::{Device, Element, Error, Result, Tensor};
+
+mod common;
+use common::{distance, gpu};
 
 const F64_TOLERANCE: f64 = 1e-9;
 const F32_TOLERANCE: f64 = 1e-4;
 /// How many times the f32 CPU error the f32 GPU error may be.
 const F32_ERROR_RATIO: f64 = 4.0;
-
-/// Returns GPU 0, or `None` after printing why the tests skip. Fails the test when a GPU is
-/// present but its kernels cannot be loaded.
-fn gpu() -> Option<Device> {
-    static PROBE: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
-    let probed = PROBE.get_or_init(|| match singan::cuda::probe_device(0) {
-        Ok(device) => Ok(Device::Cuda(device.ordinal())),
-        Err(error @ (CudaError::DriverNotFound | CudaError::DeviceNotFound { .. })) => {
-            Err(error.to_string())
-        }
-        Err(error) => panic!("GPU 0 is present but cannot run the kernels: {error}"),
-    });
-    match probed {
-        Ok(device) => Some(*device),
-        Err(reason) => {
-            println!("skipped: no CUDA device ({reason})");
-            None
-        }
-    }
-}
 
 /// One op under test: its inputs (drawn in f64) and the op, instantiated for both precisions.
 struct Case {
@@ -139,20 +128,6 @@ fn evaluate<T: Element>(
         }
     }
     results
-}
-
-/// Returns `max |a - b| / max(1, max |b|)`, or infinity when either contains NaN.
-fn distance(a: &[f64], b: &[f64]) -> f64 {
-    let scale = b.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    let mut worst = 0.0f64;
-    for (x, y) in a.iter().zip(b) {
-        let error = (x - y).abs();
-        if error.is_nan() {
-            return f64::INFINITY;
-        }
-        worst = worst.max(error);
-    }
-    worst / scale
 }
 
 fn assert_same_layout(case: &str, run: &str, ours: &Results, reference: &Results) {
@@ -836,4 +811,203 @@ fn missing_gpu_is_an_error_not_a_panic() {
         message.contains("driver") || message.contains("device 99"),
         "{message}"
     );
+}
+
+/// Returns the bit patterns of a tensor's elements, for exact comparisons.
+fn element_bits<T: Element>(tensor: &Tensor<T>) -> Vec<u64> {
+    tensor
+        .to_cpu()
+        .unwrap()
+        .to_f64_vec()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+/// Draws `numel` values of `kind` on the CPU and on the GPU from the same generator state and
+/// checks that the values and the generator offsets after the draw are identical.
+fn draws_match<T: Element>(device: &Device, kind: DrawKind, seed: u64, offset: u64, numel: usize) {
+    let mut cpu_rng = Rng::from_state((seed, offset));
+    let mut gpu_rng = cpu_rng.clone();
+    let on_cpu = draw::<T>(&mut cpu_rng, kind, [numel], &Device::Cpu).unwrap();
+    let on_gpu = draw::<T>(&mut gpu_rng, kind, [numel], device).unwrap();
+    assert_eq!(on_gpu.device(), *device);
+    assert_eq!(
+        gpu_rng.offset(),
+        cpu_rng.offset(),
+        "{kind:?} seed {seed} offset {offset} numel {numel}: generator offsets differ"
+    );
+    let (cpu_bits, gpu_bits) = (element_bits(&on_cpu), element_bits(&on_gpu));
+    let first_difference = cpu_bits.iter().zip(&gpu_bits).position(|(a, b)| a != b);
+    assert_eq!(
+        first_difference, None,
+        "{kind:?} seed {seed} offset {offset} numel {numel}: first differing value"
+    );
+}
+
+#[test]
+fn random_draws_match_cpu_bit_for_bit() {
+    let Some(device) = gpu() else { return };
+    // The cases cover offsets that are not multiples of any group size, odd counts that leave
+    // half a Box-Muller pair and a seed with both key words set. The last count is past the
+    // grid cap of the launch, which is 2^14 blocks of 256 threads and 4 words per thread.
+    let cases: [(u64, u64, usize); 7] = [
+        (0, 0, 1),
+        (7, 1, 2),
+        (7, 3, 17),
+        (0x0123_4567_89ab_cdef, 5, 1001),
+        (42, 2, 257),
+        (42, 1 << 33, 64),
+        (3, 6, (1 << 24) + 5),
+    ];
+    for (seed, offset, numel) in cases {
+        draws_match::<f32>(&device, DrawKind::UniformF32, seed, offset, numel);
+        draws_match::<f32>(&device, DrawKind::NormalF32, seed, offset, numel);
+        draws_match::<f64>(&device, DrawKind::UniformF64, seed, offset, numel);
+        draws_match::<f64>(&device, DrawKind::NormalF64, seed, offset, numel);
+    }
+    // An f32 draw into f64 tensors takes the host path and must give the same values too.
+    draws_match::<f64>(&device, DrawKind::NormalF32, 9, 3, 33);
+}
+
+#[test]
+fn noise_maps_match_cpu_bit_for_bit() {
+    let Some(device) = gpu() else { return };
+    for scale in [0, 1, 4] {
+        let mut cpu_rng = Rng::new(11);
+        let mut gpu_rng = Rng::new(11);
+        let on_cpu = draw_noise::<f32>(&mut cpu_rng, scale, (13, 17), &Device::Cpu).unwrap();
+        let on_gpu = draw_noise::<f32>(&mut gpu_rng, scale, (13, 17), &device).unwrap();
+        assert_eq!(on_gpu.dims(), &[1, 3, 13, 17]);
+        assert!(
+            on_gpu.bitwise_eq(&on_cpu),
+            "scale {scale}: noise maps differ"
+        );
+        assert_eq!(gpu_rng.offset(), cpu_rng.offset(), "scale {scale}");
+    }
+}
+
+/// One resize case: input dims, the plan's target and an optional crop of its output.
+type ResizeCase = ([usize; 4], Resize, Option<(usize, usize)>);
+
+/// Resizes planes of `dims` with a plan for `target` and a crop to `crop` on both devices and
+/// checks that the results are identical.
+fn resize_matches<T: Element>(
+    device: &Device,
+    dims: [usize; 4],
+    target: Resize,
+    crop: Option<(usize, usize)>,
+) {
+    let [_, _, h, w] = dims;
+    let plan = ResizePlan::new(h, w, target).unwrap();
+    let size = crop.unwrap_or((plan.out_height, plan.out_width));
+    let x = SeededNormal::new(21).tensor(&dims).cast::<T>();
+    let on_cpu = resize_cropped(&x, &plan, size).unwrap();
+    let on_gpu = resize_cropped(&x.to_device(device).unwrap(), &plan, size).unwrap();
+    assert_eq!(on_gpu.device(), *device);
+    assert_eq!(on_gpu.dims(), on_cpu.dims());
+    let (cpu_bits, gpu_bits) = (element_bits(&on_cpu), element_bits(&on_gpu));
+    let first_difference = cpu_bits.iter().zip(&gpu_bits).position(|(a, b)| a != b);
+    assert_eq!(
+        first_difference,
+        None,
+        "{} {dims:?} to {target:?} cropped to {size:?}: first differing element",
+        T::DTYPE
+    );
+}
+
+#[test]
+fn resize_matches_cpu_bit_for_bit() {
+    let Some(device) = gpu() else { return };
+    let cases: [ResizeCase; 6] = [
+        // The cascade's upsampling: general path up, then a crop to the next scale's size.
+        (
+            [1, 3, 19, 25],
+            Resize::Sides {
+                height: 26,
+                width: 34,
+            },
+            Some((25, 33)),
+        ),
+        // Downscaling widens the kernel, so rows have more taps.
+        (
+            [2, 3, 40, 31],
+            Resize::Sides {
+                height: 17,
+                width: 23,
+            },
+            None,
+        ),
+        // The integer-downscale path.
+        ([1, 3, 36, 48], Resize::Scale(0.5), None),
+        ([1, 2, 37, 29], Resize::Scale(1.0 / 3.0), None),
+        // Equal sizes give identity tables.
+        (
+            [1, 3, 9, 14],
+            Resize::Sides {
+                height: 9,
+                width: 14,
+            },
+            Some((5, 14)),
+        ),
+        // A large plane count, past the grid cap of the launch.
+        (
+            [1, 4096, 33, 37],
+            Resize::Sides {
+                height: 44,
+                width: 49,
+            },
+            None,
+        ),
+    ];
+    for (dims, target, crop) in cases {
+        resize_matches::<f32>(&device, dims, target, crop);
+        resize_matches::<f64>(&device, dims, target, crop);
+    }
+}
+
+#[test]
+fn resize_reuses_the_uploaded_tables() {
+    let Some(device) = gpu() else { return };
+    let plan = ResizePlan::new(
+        21,
+        27,
+        Resize::Sides {
+            height: 28,
+            width: 36,
+        },
+    )
+    .unwrap();
+    let x = Tensor::<f32>::ones_on([1, 3, 21, 27], &device).unwrap();
+    // The first call uploads the tables; later calls must match it exactly.
+    let first = resize_cropped(&x, &plan, (28, 36)).unwrap();
+    for _ in 0..3 {
+        let again = resize_cropped(&x, &plan, (28, 36)).unwrap();
+        assert!(again.bitwise_eq(&first));
+    }
+    // The weights of each row sum to 1, so a constant image stays constant up to rounding.
+    for value in first.to_vec() {
+        assert!((value - 1.0).abs() < 1e-6, "{value}");
+    }
+}
+
+#[test]
+fn buffers_of_dropped_tensors_are_reused() {
+    let Some(device) = gpu() else { return };
+    let Device::Cuda(ordinal) = device else {
+        unreachable!()
+    };
+    let handle = CudaDevice::shared(ordinal).unwrap();
+    // An odd element count that no other test in this file allocates, so concurrent tests do
+    // not take the block in between.
+    const LEN: usize = 123_457;
+    drop(Tensor::<f32>::zeros_on([LEN], &device).unwrap());
+    let before = handle.pool_stats();
+    let reused = Tensor::<f32>::full_on([LEN], 2.0, &device).unwrap();
+    let after = handle.pool_stats();
+    assert!(
+        after.reuses > before.reuses,
+        "no reuse counted: {before:?} then {after:?}"
+    );
+    assert_eq!(reused.to_vec(), vec![2.0; LEN]);
 }

@@ -8,10 +8,14 @@ use singan::nn::Module;
 use singan::rng::Rng;
 use singan::singan::config::TrainConfig;
 use singan::singan::imresize::Planes;
-use singan::singan::run::{load_model, LossRecord};
+use singan::singan::run::load_model;
 use singan::singan::sample::{sample, SampleOptions};
 use singan::singan::step::LossKind;
 use singan::singan::train::{train, Reporter, TrainJob};
+use singan::Device;
+
+mod common;
+use common::read_losses;
 
 /// Draws a 40x52 image with smooth colour gradients and a few discs.
 fn test_image() -> Planes<f32> {
@@ -93,15 +97,8 @@ fn job(config: TrainConfig, dir: &Path) -> TrainJob {
         image: test_image(),
         image_name: None,
         run_dir: dir.to_path_buf(),
+        device: Device::Cpu,
     }
-}
-
-fn read_losses(dir: &Path) -> Vec<LossRecord> {
-    std::fs::read_to_string(dir.join("losses.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
 }
 
 fn png_size(path: &Path) -> (u32, u32) {
@@ -308,6 +305,7 @@ fn non_finite_loss_stops_with_scale_and_iteration() {
         image,
         image_name: None,
         run_dir: dir.clone(),
+        device: Device::Cpu,
     };
     let error = train(
         &job,

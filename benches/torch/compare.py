@@ -9,8 +9,11 @@ peak is the median throughput of a few float32 torch.matmul calls of size --peak
 same thread count.
 
 Usage:
-    python benches/torch/compare.py IMAGE [--steps N] [--repeats R] [--scales LIST]
+    python benches/torch/compare.py [IMAGE] [--steps N] [--repeats R] [--scales LIST]
         [--threads T] [--singan target/release/singan] [--device cpu|cuda]
+
+Without IMAGE the pyramid is that of singan's built-in sample image. --device is passed to
+both programs, so `--device cuda` compares our CUDA kernels with PyTorch on the same GPU.
 
 Needs a release build (`cargo build --release`) and `pip install torch`.
 """
@@ -102,7 +105,12 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(
         description="Compare singan's training iteration with PyTorch's on this machine."
     )
-    parser.add_argument("image", help="image whose pyramid gives the sizes (PNG or JPEG)")
+    parser.add_argument(
+        "image",
+        nargs="?",
+        help="image whose pyramid gives the sizes (PNG or JPEG; default: singan's built-in "
+        "sample image)",
+    )
 
     parser.add_argument("--steps", type=int, default=5, help="timed iterations per scale")
     parser.add_argument(
@@ -162,16 +170,10 @@ def main(argv):
     env = dict(os.environ)
     if args.threads is not None:
         env["RAYON_NUM_THREADS"] = str(args.threads)
-    ours_command = [
-        args.singan,
-        "bench",
-        "iteration",
-        args.image,
-        "--steps",
-        str(args.steps),
-        "--device",
-        args.device,
-    ]
+    ours_command = [args.singan, "bench", "iteration"]
+    if args.image is not None:
+        ours_command.append(args.image)
+    ours_command += ["--steps", str(args.steps), "--device", args.device]
     if args.scales:
         ours_command += ["--scales", args.scales]
 

@@ -1,7 +1,8 @@
 //! The application commands: `harmonize`, `edit`, `paint2image`, `sr` and `animate`.
 //!
-//! NOTE: each command resolves `--device` as the other commands do, but the model is loaded and
-//! run on the CPU backend whichever device that picks, as in `singan sample`.
+//! Each command resolves `--device` as the other commands do and runs the model's generators on
+//! the device it picks. Image loading, resizing of the inputs and output, and the masks stay
+//! on the host.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::train::{now_seconds, timestamp, ConsoleReporter};
-use super::{resolve_cpu_only, DeviceChoice};
+use super::{resolve_device, DeviceChoice};
 use singan::rng::Rng;
 use singan::singan::apps::animate::{animate, check_fps, encode_gif, AnimationOptions};
 use singan::singan::apps::inject::{
@@ -30,6 +31,7 @@ use singan::singan::imresize::Planes;
 use singan::singan::pyramid::Pyramid;
 use singan::singan::run::{load_model, Model, MODEL_FILE};
 use singan::singan::train::{train, TrainJob};
+use singan::Device;
 
 /// Options of `harmonize` and `edit`.
 #[derive(Args, Debug)]
@@ -224,13 +226,18 @@ fn output_folder(out: &Option<PathBuf>, run: &Path, command: &str) -> Result<Pat
     Ok(folder)
 }
 
-/// Loads a complete model, naming the fix when its training did not finish.
-fn load_complete(run: &Path, command: &'static str) -> Result<(Model<f32>, usize), String> {
-    let model = load_model::<f32>(run).map_err(|e| e.to_string())?;
+/// Loads a complete model onto `device`, naming the fix when its training did not finish.
+fn load_complete(
+    run: &Path,
+    command: &'static str,
+    device: &Device,
+) -> Result<(Model<f32>, usize), String> {
+    let mut model = load_model::<f32>(run).map_err(|e| e.to_string())?;
     let last = finest_scale(&model, command).map_err(|e| {
         e.to_string()
             .replace("<run folder>", &run_folder(run).display().to_string())
     })?;
+    model.to_device(device).map_err(|e| e.to_string())?;
     Ok((model, last))
 }
 
@@ -265,8 +272,8 @@ fn save(path: &Path, image: &Planes<f32>) -> Result<(), String> {
 /// Runs `harmonize` (`editing == false`) or `edit`.
 pub fn run_masked(args: MaskedArgs, editing: bool) -> Result<ExitCode, String> {
     let command = if editing { "edit" } else { "harmonize" };
-    resolve_cpu_only(args.device, "this application")?;
-    let (mut model, last) = load_complete(&args.run_dir, command)?;
+    let device = resolve_device(args.device)?;
+    let (mut model, last) = load_complete(&args.run_dir, command, &device)?;
     check_start_scale(command, args.start_scale, 1, last).map_err(|e| e.to_string())?;
     let reference = load_fitted(
         command,
@@ -305,9 +312,9 @@ pub fn run_masked(args: MaskedArgs, editing: bool) -> Result<ExitCode, String> {
 
 /// Runs `paint2image`.
 pub fn run_paint(args: PaintArgs) -> Result<ExitCode, String> {
-    resolve_cpu_only(args.device, "this application")?;
+    let device = resolve_device(args.device)?;
     let command = "paint2image";
-    let (mut model, last) = load_complete(&args.run_dir, command)?;
+    let (mut model, last) = load_complete(&args.run_dir, command, &device)?;
     let start = args.start_scale;
     check_start_scale(command, start, 1, last).map_err(|e| e.to_string())?;
     let painting = load_fitted(
@@ -382,6 +389,7 @@ fn train_for_sr(
     image_path: &Path,
     plan: &SrPlan,
     args: &SrArgs,
+    device: &Device,
 ) -> Result<Option<(Model<f32>, PathBuf)>, String> {
     let options = &args.training;
     let config = TrainConfig {
@@ -437,6 +445,7 @@ fn train_for_sr(
         image,
         image_name: Some(image_path.display().to_string()),
         run_dir: run_dir.clone(),
+        device: *device,
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -463,7 +472,6 @@ fn train_for_sr(
 
 /// Runs `sr`.
 pub fn run_sr(args: SrArgs) -> Result<ExitCode, String> {
-    resolve_cpu_only(args.device, "this application")?;
     let plan = SrPlan::new(args.factor).map_err(|e| e.to_string())?;
     let input = &args.input;
     if !input.exists() {
@@ -473,6 +481,7 @@ pub fn run_sr(args: SrArgs) -> Result<ExitCode, String> {
         ));
     }
     let is_model_file = input.extension().is_some_and(|e| e == "safetensors");
+    let device = resolve_device(args.device)?;
     let (mut model, run_dir) = if input.is_dir() || is_model_file {
         let given = args.training.given();
         if !given.is_empty() {
@@ -482,7 +491,7 @@ pub fn run_sr(args: SrArgs) -> Result<ExitCode, String> {
                 given.join(", ")
             ));
         }
-        let (model, last) = load_complete(input, "sr")?;
+        let (model, last) = load_complete(input, "sr", &device)?;
         plan.checked_output_size(model.info.pyramid.sizes[last])
             .map_err(|e| e.to_string())?;
         let differences = sr_setting_differences(&model.info.config, &plan);
@@ -496,7 +505,7 @@ pub fn run_sr(args: SrArgs) -> Result<ExitCode, String> {
         }
         (model, run_folder(input))
     } else {
-        match train_for_sr(input, &plan, &args)? {
+        match train_for_sr(input, &plan, &args, &device)? {
             Some(trained) => trained,
             None => return Ok(ExitCode::from(130)),
         }
@@ -514,7 +523,6 @@ pub fn run_sr(args: SrArgs) -> Result<ExitCode, String> {
 
 /// Runs `animate`.
 pub fn run_animate(args: AnimateArgs) -> Result<ExitCode, String> {
-    resolve_cpu_only(args.device, "this application")?;
     let options = AnimationOptions {
         start_scale: args.start_scale,
         frames: args.frames,
@@ -523,7 +531,8 @@ pub fn run_animate(args: AnimateArgs) -> Result<ExitCode, String> {
     };
     options.validate().map_err(|e| e.to_string())?;
     check_fps(args.fps).map_err(|e| e.to_string())?;
-    let (mut model, last) = load_complete(&args.run_dir, "animate")?;
+    let device = resolve_device(args.device)?;
+    let (mut model, last) = load_complete(&args.run_dir, "animate", &device)?;
     check_start_scale("animate", args.start_scale, 0, last).map_err(|e| e.to_string())?;
     let out = output_folder(&args.out, &args.run_dir, "animate")?
         .join(format!("start_scale={}", args.start_scale));

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{resolve_cpu_only, DeviceChoice};
+use super::{resolve_device, DeviceChoice};
 use singan::singan::bench::time_iterations;
 use singan::singan::config::TrainConfig;
 use singan::singan::image_io::{load_image, AlphaBackground};
@@ -36,10 +36,10 @@ pub struct IterationArgs {
 
 pub fn run(command: BenchCommand) -> Result<ExitCode, String> {
     let BenchCommand::Iteration(args) = command;
-    resolve_cpu_only(args.device, "bench iteration")?;
     if args.steps == 0 {
         return Err("--steps must be at least 1".to_string());
     }
+    let device = resolve_device(args.device)?;
     let image = match &args.image {
         Some(path) => load_image(path, AlphaBackground::White).map_err(|e| e.to_string())?,
         None => sample_image(),
@@ -62,8 +62,8 @@ pub fn run(command: BenchCommand) -> Result<ExitCode, String> {
         "{:<6} {:>9} {:>6} {:>10} {:>10} {:>8} {:>8}",
         "scale", "size", "width", "median ms", "min ms", "GFLOP", "GFLOP/s"
     );
-    let timings =
-        time_iterations(&config, &pyramid.sizes, &scales, args.steps).map_err(|e| e.to_string())?;
+    let timings = time_iterations(&config, &pyramid.sizes, &scales, args.steps, &device)
+        .map_err(|e| e.to_string())?;
     for t in timings {
         println!(
             "{:<6} {:>9} {:>6} {:>10.1} {:>10.1} {:>8.2} {:>8.1}",
@@ -74,6 +74,19 @@ pub fn run(command: BenchCommand) -> Result<ExitCode, String> {
             t.min_ms,
             t.gflop,
             t.gflop / (t.median_ms / 1e3)
+        );
+    }
+    if let singan::Device::Cuda(ordinal) = device {
+        let stats = singan::cuda::CudaDevice::shared(ordinal)
+            .map_err(|e| e.to_string())?
+            .pool_stats();
+        println!(
+            "GPU buffer pool: {:.1} MiB in use, {:.1} MiB in {} free blocks; {} driver allocations, {} reuses",
+            stats.in_use_bytes as f64 / (1 << 20) as f64,
+            stats.pooled_bytes as f64 / (1 << 20) as f64,
+            stats.pooled_blocks,
+            stats.fresh_allocations,
+            stats.reuses
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -57,7 +57,9 @@ pub fn run(command: CheckCommand) -> Result<ExitCode, String> {
         CheckCommand::Kernels { arch } => Ok(check_kernels(&arch)),
         CheckCommand::Trace { file, device } => {
             if resolve_device(device)?.is_cuda() {
-                eprintln!("check trace: the trace replays on the CPU; its trainer steps are not wired to a GPU");
+                eprintln!(
+                    "check trace: the replay runs on the CPU only, whichever device --device picks"
+                );
             }
             let report = singan::fixtures::trace::check_trace(&file).map_err(|e| e.to_string())?;
             print!("{}", report.render());

@@ -84,23 +84,6 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<singan::Device, String> {
     }
 }
 
-/// Resolves `--device` for a command whose work runs on the CPU backend only: `auto` picks the
-/// CPU and prints that choice, and `cuda` is an error.
-// TODO: move the trainer's, sampler's and applications' tensors to the chosen device, so these
-// commands run on the GPU as `check grad` and `check fixtures` do.
-pub fn resolve_cpu_only(choice: DeviceChoice, command: &str) -> Result<singan::Device, String> {
-    match choice {
-        DeviceChoice::Cpu => Ok(singan::Device::Cpu),
-        DeviceChoice::Auto => {
-            eprintln!("device: cpu ({command} runs on the CPU backend in this version)");
-            Ok(singan::Device::Cpu)
-        }
-        DeviceChoice::Cuda => Err(format!(
-            "--device cuda: {command} runs on the CPU backend only in this version; use --device cpu"
-        )),
-    }
-}
-
 /// Opens GPU 0 and loads every kernel module. Returns the device and a description such as
 /// `NVIDIA H200, compute capability 9.0`, or the reason the GPU cannot run ops.
 fn probe_cuda() -> Result<(singan::Device, String), String> {

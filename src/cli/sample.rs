@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{resolve_cpu_only, DeviceChoice};
+use super::{resolve_device, DeviceChoice};
 use singan::rng::Rng;
 use singan::singan::cascade::tensor_to_planes;
 use singan::singan::image_io::save_png;
@@ -41,11 +41,12 @@ pub struct SampleArgs {
 }
 
 pub fn run(args: SampleArgs) -> Result<ExitCode, String> {
-    resolve_cpu_only(args.device, "sample")?;
     if args.num_samples == 0 {
         return Err("--num-samples must be at least 1".to_string());
     }
+    let device = resolve_device(args.device)?;
     let mut model = load_model::<f32>(&args.run_dir).map_err(|e| e.to_string())?;
+    model.to_device(&device).map_err(|e| e.to_string())?;
     if !model.is_complete() {
         eprintln!(
             "note: training of this run did not finish; sampling from its {} trained scales of {} (size {}x{})",

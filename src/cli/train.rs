@@ -9,13 +9,14 @@ use std::sync::Arc;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{resolve_cpu_only, DeviceChoice};
+use super::{resolve_device, DeviceChoice};
 use singan::singan::config::TrainConfig;
 use singan::singan::image_io::{load_image, AlphaBackground};
 use singan::singan::pyramid::PyramidRule;
 use singan::singan::sample_image::sample_image;
 use singan::singan::step::LossKind;
 use singan::singan::train::{train, Reporter, TrainJob};
+use singan::Device;
 
 /// The adversarial loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -273,8 +274,7 @@ impl Reporter for ConsoleReporter {
 }
 
 pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
-    resolve_cpu_only(args.device, "train")?;
-    let (job, resume) = match &args.resume {
+    let (mut job, resume) = match &args.resume {
         Some(run_dir) => {
             if !run_dir.join(singan::singan::run::MODEL_FILE).exists() {
                 return Err(format!(
@@ -287,6 +287,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
                 image: singan::singan::imresize::Planes::filled(3, 1, 1, 0.0),
                 image_name: None,
                 run_dir: run_dir.clone(),
+                device: Device::Cpu,
             };
             eprintln!("resuming {} with its saved settings", run_dir.display());
             (job, true)
@@ -338,23 +339,27 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
                 Some(path) => format!("{path}: {e}"),
                 None => e.to_string(),
             })?;
-            if args.seed == -1 {
-                eprintln!(
-                    "seed: {} (pass --seed {} to repeat this run)",
-                    config.seed, config.seed
-                );
-            }
             (
                 TrainJob {
                     config,
                     image,
                     image_name,
                     run_dir,
+                    device: Device::Cpu,
                 },
                 false,
             )
         }
     };
+
+    // The device is probed after the checks of the options and the image, which are cheaper.
+    job.device = resolve_device(args.device)?;
+    if !resume && args.seed == -1 {
+        eprintln!(
+            "seed: {} (pass --seed {} to repeat this run)",
+            job.config.seed, job.config.seed
+        );
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = Arc::clone(&stop);

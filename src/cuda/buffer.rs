@@ -1,5 +1,6 @@
 //! Device buffers that tensors on a GPU hold.
 
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use cudarc::driver::CudaSlice;
@@ -10,16 +11,27 @@ use crate::element::Element;
 
 /// A buffer of `T` in GPU memory, with the device handle whose stream owns it.
 ///
-/// All work on the buffer goes to that stream, so kernels, copies and the stream-ordered free
-/// on drop run in submission order and no host synchronisation is needed between them.
+/// All work on the buffer goes to that stream, so kernels, copies and the reuse of its block
+/// after a drop run in submission order and no host synchronisation is needed between them.
+/// A dropped buffer returns its block to the device's pool ([`CudaDevice::recycle`]), and the
+/// next buffer of the same byte size takes it.
 ///
 /// An empty buffer still allocates one element, because the driver rejects allocations of
 /// zero bytes; `len` is the logical length.
 #[derive(Debug)]
 pub struct CudaBuffer<T> {
-    slice: CudaSlice<T>,
+    /// Taken out only by `drop`.
+    slice: ManuallyDrop<CudaSlice<T>>,
     len: usize,
     device: Arc<CudaDevice>,
+}
+
+impl<T> Drop for CudaBuffer<T> {
+    fn drop(&mut self) {
+        // SAFETY: `slice` is taken exactly once, here, and not used afterwards.
+        let slice = unsafe { ManuallyDrop::take(&mut self.slice) };
+        self.device.recycle(slice);
+    }
 }
 
 impl<T: Element> CudaBuffer<T> {
@@ -32,7 +44,7 @@ impl<T: Element> CudaBuffer<T> {
         if !values.is_empty() {
             device
                 .stream()
-                .memcpy_htod(values, &mut buffer.slice)
+                .memcpy_htod(values, &mut *buffer.slice)
                 .map_err(|source| {
                     driver_error(
                         format!("copying {} elements to the GPU", values.len()),
@@ -43,10 +55,10 @@ impl<T: Element> CudaBuffer<T> {
         Ok(buffer)
     }
 
-    /// Allocates a buffer of `len` zeros on `device`.
+    /// Allocates a buffer of `len` zeros on `device`. The zero fill is queued, not awaited.
     pub fn zeros(device: &Arc<CudaDevice>, len: usize) -> Result<Self, CudaError> {
         Ok(CudaBuffer {
-            slice: device.alloc_zeros(len.max(1))?,
+            slice: ManuallyDrop::new(device.alloc_zeros(len.max(1))?),
             len,
             device: device.clone(),
         })
@@ -62,7 +74,7 @@ impl<T: Element> CudaBuffer<T> {
         // SAFETY: forwarded to the caller.
         let slice = unsafe { device.alloc_uninit(len.max(1)) }?;
         Ok(CudaBuffer {
-            slice,
+            slice: ManuallyDrop::new(slice),
             len,
             device: device.clone(),
         })
@@ -77,7 +89,7 @@ impl<T: Element> CudaBuffer<T> {
         let mut values = vec![T::ZERO; self.len];
         self.device
             .stream()
-            .memcpy_dtoh(&self.slice, &mut values)
+            .memcpy_dtoh(&*self.slice, &mut values)
             .map_err(|source| {
                 driver_error(
                     format!("copying {} elements from the GPU", self.len),
@@ -92,16 +104,37 @@ impl<T: Element> CudaBuffer<T> {
 
     /// Allocates a new buffer and queues a device-to-device copy of this one into it.
     pub fn try_clone(&self) -> Result<Self, CudaError> {
-        let slice = self
-            .device
+        // SAFETY: the copy below writes the whole allocation, padding element included.
+        let mut copy = unsafe { CudaBuffer::uninit(&self.device, self.len) }?;
+        self.device
             .stream()
-            .clone_dtod(&self.slice)
+            .memcpy_dtod(&*self.slice, &mut *copy.slice)
             .map_err(|source| driver_error("copying a buffer on the GPU", source))?;
-        Ok(CudaBuffer {
-            slice,
-            len: self.len,
-            device: self.device.clone(),
-        })
+        Ok(copy)
+    }
+
+    /// Queues a copy of all of `source` into this buffer, starting at element `offset`.
+    /// Returns `false` and copies nothing when `source` does not fit there.
+    pub fn copy_from_at(
+        &mut self,
+        offset: usize,
+        source: &CudaBuffer<T>,
+    ) -> Result<bool, CudaError> {
+        let Some(end) = offset
+            .checked_add(source.len)
+            .filter(|&end| end <= self.len)
+        else {
+            return Ok(false);
+        };
+        if source.len == 0 {
+            return Ok(true);
+        }
+        let mut window = self.slice.slice_mut(offset..end);
+        self.device
+            .stream()
+            .memcpy_dtod(&source.slice.slice(..source.len), &mut window)
+            .map_err(|source| driver_error("copying between GPU buffers", source))?;
+        Ok(true)
     }
 
     /// Returns the number of elements. An empty buffer's allocation has one unused element.

@@ -1,14 +1,17 @@
-//! Device handle: one CUDA context and stream, and a cache of the loaded kernel modules.
+//! Device handle: one CUDA context and stream, a cache of the loaded kernel modules, and the
+//! caching allocator that device buffers come from.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use cudarc::driver::sys::CUresult;
+use cudarc::driver::result as driver_result;
+use cudarc::driver::sys::{CUdeviceptr, CUresult};
 use cudarc::driver::{
     CudaContext, CudaModule, CudaSlice, CudaStream, DevicePtrMut, DeviceRepr, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
 
+use super::pool::{BlockPool, PoolStats};
 use super::{
     compile_module_cubin, driver_available, nvrtc_available, CudaError, CudaFunction, DriverError,
     KernelModule, PTX_ARCH, PTX_NVRTC_VERSION,
@@ -31,6 +34,8 @@ pub struct CudaDevice {
     /// Loaded modules, indexed by [`KernelModule::index`].
     modules: Mutex<Vec<Option<Arc<CudaModule>>>>,
     functions: Mutex<HashMap<(KernelModule, String), CudaFunction>>,
+    /// Free device blocks of dropped buffers, for reuse by later allocations of the same size.
+    pool: Mutex<BlockPool<CUdeviceptr>>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -90,6 +95,7 @@ impl CudaDevice {
             sync_after_launch,
             modules: Mutex::new(vec![None; KernelModule::ALL.len()]),
             functions: Mutex::new(HashMap::new()),
+            pool: Mutex::new(BlockPool::new()),
         })
     }
 
@@ -122,7 +128,18 @@ impl CudaDevice {
             .map_err(|source| driver_error("reading the device name", source))
     }
 
-    /// Allocates `len` elements on the stream without initialising them.
+    /// Allocates `len` elements without initialising them, from a pooled block of the same
+    /// byte size when one is free and from the driver otherwise. A `len` of 0 gets a block of
+    /// one element, because the driver rejects allocations of zero bytes.
+    ///
+    /// Give the slice back with [`CudaDevice::recycle`] instead of dropping it, so that its
+    /// block returns to the pool. A dropped slice frees its block to the driver.
+    ///
+    /// When the driver is out of memory, the pooled blocks are freed and the allocation is
+    /// tried once more.
+    ///
+    /// NOTE: the pool's bookkeeping is unit-tested on the CPU (`pool.rs`), but the driver calls
+    /// around it here and in [`CudaDevice::recycle`] have not run on a GPU yet.
     ///
     /// # Safety
     ///
@@ -132,19 +149,116 @@ impl CudaDevice {
         &self,
         len: usize,
     ) -> Result<CudaSlice<T>, CudaError> {
-        // SAFETY: the caller guarantees that the elements are written before they are read.
-        unsafe { self.stream.alloc::<T>(len) }
-            .map_err(|source| driver_error(format!("allocating {len} elements"), source))
+        let bytes = block_bytes::<T>(len);
+        let reused = self.lock_pool().take(bytes);
+        let pointer = match reused {
+            Some(pointer) => pointer,
+            None => self.allocate_block(bytes)?,
+        };
+        // SAFETY: `pointer` is a live block of `bytes >= len * size_of::<T>()` bytes of this
+        // context that nothing else owns: either fresh from the driver or taken out of the
+        // pool, which a block enters only once its previous slice has been leaked. Work on it
+        // goes to this handle's one stream, after the work queued by its previous owner. The
+        // caller initialises the elements.
+        Ok(unsafe { self.stream.upgrade_device_ptr(pointer, len) })
     }
 
-    /// Allocates `len` zeroed elements on the stream; the zero fill is queued, not awaited.
+    /// Allocates `len` zeroed elements like [`CudaDevice::alloc_uninit`]. The zero fill is
+    /// queued, not awaited.
     pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(
         &self,
         len: usize,
     ) -> Result<CudaSlice<T>, CudaError> {
-        self.stream
-            .alloc_zeros::<T>(len)
-            .map_err(|source| driver_error(format!("allocating {len} zeroed elements"), source))
+        // SAFETY: the zero fill below writes every element before anything can read them.
+        let mut slice = unsafe { self.alloc_uninit::<T>(len) }?;
+        self.zero(&mut slice)?;
+        Ok(slice)
+    }
+
+    /// Returns the block of a slice from [`CudaDevice::alloc_uninit`] to the pool.
+    ///
+    /// Kernels queued on the stream may still use the block. That is safe because every later
+    /// user of the block is queued on the same stream, after them.
+    pub fn recycle<T>(&self, slice: CudaSlice<T>) {
+        let bytes = block_bytes::<T>(slice.len());
+        let pointer = slice.leak();
+        self.lock_pool().give_back(bytes, pointer);
+    }
+
+    /// Returns the counters of the caching allocator: pooled bytes and blocks, bytes in use,
+    /// and the number of driver allocations and of reuses so far.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.lock_pool().stats()
+    }
+
+    /// Frees every pooled block to the driver and returns the number of bytes freed. Buffers
+    /// in use are not affected.
+    pub fn release_pooled(&self) -> Result<usize, CudaError> {
+        let blocks = self.lock_pool().drain();
+        if blocks.is_empty() {
+            return Ok(0);
+        }
+        self.context
+            .bind_to_thread()
+            .map_err(|source| driver_error("binding the context to free pooled memory", source))?;
+        if !self.context.has_async_alloc() {
+            // A synchronous free does not wait for the stream, and queued kernels may still
+            // use these blocks.
+            self.synchronize()?;
+        }
+        let mut freed = 0;
+        for (bytes, pointer) in blocks {
+            // SAFETY: the block came from the driver through `allocate_block` and left the
+            // pool just now, so nothing else frees it. A stream-ordered free runs after the
+            // queued work, and a synchronous one follows the synchronisation above.
+            let result = unsafe {
+                if self.context.has_async_alloc() {
+                    driver_result::free_async(pointer, self.stream.cu_stream())
+                } else {
+                    driver_result::free_sync(pointer)
+                }
+            };
+            result
+                .map_err(|source| driver_error(format!("freeing {bytes} pooled bytes"), source))?;
+            freed += bytes;
+        }
+        Ok(freed)
+    }
+
+    /// Allocates a block of `bytes` bytes from the driver and counts it in the pool. When the
+    /// driver is out of memory, frees the pooled blocks and tries once more.
+    fn allocate_block(&self, bytes: usize) -> Result<CUdeviceptr, CudaError> {
+        self.context
+            .bind_to_thread()
+            .map_err(|source| driver_error("binding the context to allocate", source))?;
+        let allocate = || {
+            // SAFETY: the context is bound to this thread and `bytes` is not zero. The block
+            // is uninitialised, which `alloc_uninit` documents to its caller.
+            unsafe {
+                if self.context.has_async_alloc() {
+                    driver_result::malloc_async(self.stream.cu_stream(), bytes)
+                } else {
+                    driver_result::malloc_sync(bytes)
+                }
+            }
+        };
+        let pointer = match allocate() {
+            Ok(pointer) => pointer,
+            Err(DriverError(CUresult::CUDA_ERROR_OUT_OF_MEMORY))
+                if self.pool_stats().pooled_blocks > 0 =>
+            {
+                self.release_pooled()?;
+                allocate()
+                    .map_err(|source| driver_error(format!("allocating {bytes} bytes"), source))?
+            }
+            Err(source) => return Err(driver_error(format!("allocating {bytes} bytes"), source)),
+        };
+        self.lock_pool().record_fresh(bytes);
+        Ok(pointer)
+    }
+
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, BlockPool<CUdeviceptr>> {
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues a zero fill of `slice` on the stream.
@@ -298,6 +412,21 @@ impl CudaDevice {
                 source,
             })
     }
+}
+
+impl Drop for CudaDevice {
+    /// Frees the pooled blocks. Every buffer holds the device handle, so by the time the handle
+    /// drops, all blocks of its buffers are in the pool.
+    fn drop(&mut self) {
+        // A failure leaks the remaining blocks, which the driver reclaims with the context.
+        let _ = self.release_pooled();
+    }
+}
+
+/// Returns the byte size of the block that holds `len` elements of `T`: at least one element,
+/// because the driver rejects allocations of zero bytes.
+fn block_bytes<T>(len: usize) -> usize {
+    len.max(1) * std::mem::size_of::<T>()
 }
 
 /// Explains a PTX load failure that only NVRTC at run time can work around.

@@ -1,6 +1,6 @@
 //! CUDA back end: the kernel modules built from `kernels/*.cu`, NVRTC compilation, a device
 //! handle that loads the modules and looks up their entry points, and the device buffers that
-//! GPU tensors hold. The launchers that run ops on a GPU live beside the CPU kernels of each op
+//! GPU tensors hold, which come from a caching allocator ([`pool`]). The launchers that run ops on a GPU live beside the CPU kernels of each op
 //! family, in `src/ops/*/cuda.rs`.
 //!
 //! Kernel entry points are named `<op>_<fwd|bwd>_<dtype>` (for example `conv2d_fwd_f32`), or
@@ -18,6 +18,7 @@ mod device;
 pub(crate) mod launch;
 mod nvrtc_compile;
 pub mod params;
+pub mod pool;
 
 #[cfg(test)]
 mod tests;
@@ -27,6 +28,7 @@ use std::sync::{Arc, OnceLock};
 pub use buffer::CudaBuffer;
 pub use cudarc::driver::{CudaFunction, DriverError, LaunchConfig};
 pub use device::CudaDevice;
+pub use pool::PoolStats;
 
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 

@@ -1,4 +1,5 @@
-//! Differentiable ops, one folder per family.
+//! Differentiable ops, one folder per family, and two families outside the tape: random draws
+//! (`random`) and the bicubic resize between scales (`resize`).
 //!
 //! Each family's `mod.rs` checks shapes and devices and computes the value through its backend
 //! file: `cpu.rs` for host tensors, `cuda.rs` for GPU tensors. It registers a backward function
@@ -13,7 +14,9 @@ pub mod conv2d;
 pub mod elementwise;
 pub mod loss;
 pub mod norm;
+pub mod random;
 pub mod reduce;
+pub mod resize;
 pub mod shape;
 
 /// Number of elements one rayon task handles in element-wise kernels.

@@ -8,7 +8,7 @@ mod cuda;
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::nn::Param;
-use crate::tensor::{same_device, Tensor};
+use crate::tensor::{same_device, Device, Tensor};
 
 /// Adam settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,6 +57,20 @@ impl<T: Element> Adam<T> {
                 .map(|p| Tensor::zeros(p.value().shape()))
                 .collect(),
         }
+    }
+
+    /// Moves the moment estimates to `device`. [`Adam::step`] also moves them to each
+    /// parameter's device, but moving them before the first step keeps that step from
+    /// allocating.
+    pub fn to_device(&mut self, device: &Device) -> Result<()> {
+        for moment in self
+            .first_moment
+            .iter_mut()
+            .chain(self.second_moment.iter_mut())
+        {
+            *moment = moment.to_device(device)?;
+        }
+        Ok(())
     }
 
     /// Number of steps taken.

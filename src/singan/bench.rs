@@ -23,7 +23,7 @@ use crate::singan::cascade::draw_noise;
 use crate::singan::config::TrainConfig;
 use crate::singan::model::{Discriminator, Generator, NetConfig};
 use crate::singan::step::{critic_step, generator_step, StepInputs};
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 
 /// Timing of one scale.
 #[derive(Clone, Debug)]
@@ -87,12 +87,18 @@ pub fn iteration_gflop(config: &TrainConfig, scale: usize, size: (usize, usize))
     (critic_step + generator_step) / 1e9
 }
 
-/// Times `steps` iterations (after one warm-up) at each listed scale of the pyramid `sizes`.
+/// Times `steps` iterations (after one warm-up) at each listed scale of the pyramid `sizes`,
+/// on `device`.
+///
+/// The clock is read only after [`Device::synchronize`], so on a GPU each sample covers the
+/// kernels of its iteration and not only their queueing. The inputs are drawn before the
+/// clock starts.
 pub fn time_iterations(
     config: &TrainConfig,
     sizes: &[(usize, usize)],
     scales: &[usize],
     steps: usize,
+    device: &Device,
 ) -> Result<Vec<IterationTiming>> {
     let mut rng = Rng::new(config.seed);
     let mut timings = Vec::new();
@@ -108,25 +114,34 @@ pub fn time_iterations(
         };
         let mut generator = Generator::<f32>::new(&net);
         generator.init(&mut || rng.normal_f64())?;
+        generator.to_device(device)?;
         let mut critic = Discriminator::<f32>::new(&net);
         critic.init(&mut || rng.normal_f64())?;
+        critic.to_device(device)?;
         let adam = AdamConfig::default();
         let mut generator_optimizer = Adam::new(adam, &generator.params());
+        generator_optimizer.to_device(device)?;
         let mut critic_optimizer = Adam::new(adam, &critic.params());
+        critic_optimizer.to_device(device)?;
         let weights = config.step_weights();
-        let constant = |t: Tensor<f32>| Var::constant(t);
-        let inputs = |rng: &mut Rng| StepInputs {
-            real: constant(draw_noise(rng, 1, (h, w))),
-            prev_random: constant(draw_noise(rng, 1, (h, w))),
-            noise: constant(draw_noise(rng, scale, (h, w))),
-            prev_reconstruction: constant(draw_noise(rng, 1, (h, w))),
-            fixed_noise: constant(draw_noise(rng, scale, (h, w))),
-            amplitude: 0.1,
-            alpha: constant(Tensor::full([1, 1, 1, 1], 0.5)),
+        let inputs = |rng: &mut Rng| -> Result<StepInputs<f32>> {
+            let mut noise = |kind| -> Result<Var<f32>> {
+                Ok(Var::constant(draw_noise(rng, kind, (h, w), device)?))
+            };
+            Ok(StepInputs {
+                real: noise(1)?,
+                prev_random: noise(1)?,
+                noise: noise(scale)?,
+                prev_reconstruction: noise(1)?,
+                fixed_noise: noise(scale)?,
+                amplitude: 0.1,
+                alpha: Var::constant(Tensor::full_on([1, 1, 1, 1], 0.5, device)?),
+            })
         };
         let mut samples = Vec::with_capacity(steps);
         for step in 0..=steps {
-            let step_inputs = inputs(&mut rng);
+            let step_inputs = inputs(&mut rng)?;
+            device.synchronize()?;
             let started = Instant::now();
             let (_, fake) = critic_step(
                 &mut generator,
@@ -144,6 +159,7 @@ pub fn time_iterations(
                 &weights,
             )?;
             drop(fake);
+            device.synchronize()?;
             if step > 0 {
                 samples.push(started.elapsed().as_secs_f64() * 1e3);
             }

@@ -1,16 +1,21 @@
 //! The coarse-to-fine cascade: each generator refines the upsampled output of the one below.
 //!
 //! `y_0 = 0`, and for each scale `k`: `x_k = G_k(y_k + a_k n_k, y_k)`, `y_{k+1} = U_{k+1}(x_k)`.
-//! Every pass here runs without a tape, with the generators in inference-mode batch norm.
+//! Every pass here runs without a tape, with the generators in inference-mode batch norm. The
+//! noise draws and the upsampling run on the cascade's device, so a pass on a GPU copies
+//! nothing to or from the host.
 
 use crate::autograd::{no_grad, Var};
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::rng::Rng;
+use crate::ops::random::draw;
+use crate::ops::reduce::broadcast_values;
+use crate::ops::resize::resize_cropped;
+use crate::rng::{DrawKind, Rng};
 use crate::singan::imresize::Planes;
 use crate::singan::model::Generator;
 use crate::singan::pyramid::{Size, UpsamplePlan};
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 
 /// Converts CHW planes to a `(1, C, H, W)` tensor.
 pub fn planes_to_tensor<T: Element>(planes: &Planes<f32>) -> Tensor<T> {
@@ -19,7 +24,8 @@ pub fn planes_to_tensor<T: Element>(planes: &Planes<f32>) -> Tensor<T> {
         .expect("planes hold channels * height * width values")
 }
 
-/// Converts a `(1, C, H, W)` tensor to CHW planes.
+/// Converts a `(1, C, H, W)` tensor to CHW planes, copying it from the GPU first when it is
+/// there.
 pub fn tensor_to_planes<T: Element>(tensor: &Tensor<T>) -> Result<Planes<f32>> {
     let [n, c, h, w] = tensor.dims4("tensor_to_planes", "image")?;
     if n != 1 {
@@ -29,38 +35,31 @@ pub fn tensor_to_planes<T: Element>(tensor: &Tensor<T>) -> Result<Planes<f32>> {
             &[tensor.dims()],
         ));
     }
-    let data = tensor
-        .as_slice()
-        .iter()
-        .map(|v| v.to_f64() as f32)
-        .collect();
+    let host = tensor.to_cpu()?;
+    let data = host.as_slice().iter().map(|v| v.to_f64() as f32).collect();
     Ok(Planes::new(c, h, w, data)?)
 }
 
-/// Applies a between-scale upsampling plan to a `(1, C, H, W)` tensor.
+/// Applies a between-scale upsampling plan to a `(1, C, H, W)` tensor, on its device.
 pub fn upsample<T: Element>(x: &Tensor<T>, plan: &UpsamplePlan) -> Result<Tensor<T>> {
-    let planes = tensor_to_planes(x)?;
-    Ok(planes_to_tensor(&plan.apply(&planes)?))
+    resize_cropped(x, &plan.resize, plan.target)
 }
 
-/// Draws the noise map of `scale` at `size`: one channel repeated over RGB at scale 0,
-/// independent channels above it. Shape `(1, 3, H, W)`.
-pub fn draw_noise<T: Element>(rng: &mut Rng, scale: usize, size: Size) -> Tensor<T> {
+/// Draws the noise map of `scale` at `size` on `device`: one channel repeated over RGB at
+/// scale 0, independent channels above it. Shape `(1, 3, H, W)`; the values are f32 standard
+/// normals, the same on every device.
+pub fn draw_noise<T: Element>(
+    rng: &mut Rng,
+    scale: usize,
+    size: Size,
+    device: &Device,
+) -> Result<Tensor<T>> {
     let (h, w) = size;
-    let plane = h * w;
-    let mut values = vec![0.0f32; if scale == 0 { plane } else { 3 * plane }];
-    rng.fill_normal_f32(&mut values);
-    let data: Vec<T> = if scale == 0 {
-        values
-            .iter()
-            .cycle()
-            .take(3 * plane)
-            .map(|&v| T::from_f64(v as f64))
-            .collect()
-    } else {
-        values.iter().map(|&v| T::from_f64(v as f64)).collect()
-    };
-    Tensor::from_vec([1, 3, h, w], data).expect("noise has 3 * H * W values")
+    if scale == 0 {
+        let plane = draw::<T>(rng, DrawKind::NormalF32, [1, 1, h, w], device)?;
+        return broadcast_values(&plane, &[1, 3, h, w]);
+    }
+    draw(rng, DrawKind::NormalF32, [1, 3, h, w], device)
 }
 
 /// The source of each scale's noise.
@@ -78,7 +77,8 @@ pub enum NoiseSource<'a, T: Element> {
 }
 
 impl<T: Element> NoiseSource<'_, T> {
-    fn noise(&mut self, scale: usize, size: Size) -> Result<Tensor<T>> {
+    /// Returns the noise of `scale`: a fresh draw on `device`, or the stored map.
+    fn noise(&mut self, scale: usize, size: Size, device: &Device) -> Result<Tensor<T>> {
         let fixed_at = |fixed: &[Tensor<T>]| -> Result<Tensor<T>> {
             let noise = fixed.get(scale).ok_or_else(|| {
                 Error::Message(format!(
@@ -89,13 +89,13 @@ impl<T: Element> NoiseSource<'_, T> {
             Ok(noise.clone())
         };
         match self {
-            NoiseSource::Random(rng) => Ok(draw_noise(rng, scale, size)),
+            NoiseSource::Random(rng) => draw_noise(rng, scale, size, device),
             NoiseSource::Fixed(fixed) => fixed_at(fixed),
             NoiseSource::FixedBelow { fixed, start, rng } => {
                 if scale < *start {
                     fixed_at(fixed)
                 } else {
-                    Ok(draw_noise(rng, scale, size))
+                    draw_noise(rng, scale, size, device)
                 }
             }
         }
@@ -110,6 +110,8 @@ pub struct Cascade<'a, T: Element> {
     pub sizes: &'a [Size],
     /// The per-scale factor `r` of the pyramid.
     pub scale_factor: f64,
+    /// The device of the generators, where the inputs, noises and outputs are created.
+    pub device: Device,
 }
 
 impl<T: Element> Cascade<'_, T> {
@@ -142,7 +144,7 @@ impl<T: Element> Cascade<'_, T> {
                 if k > start {
                     prev = upsample(&prev, &self.plan_into(k)?)?;
                 }
-                let n = noise.noise(k, self.sizes[k])?;
+                let n = noise.noise(k, self.sizes[k], &self.device)?;
                 let prev_var = Var::constant(prev.clone());
                 let z = prev_var.add(&Var::constant(n).mul_scalar(self.amplitudes[k])?)?;
                 prev = self.generators[k].forward(&z, &prev_var)?.value().clone();
@@ -154,14 +156,15 @@ impl<T: Element> Cascade<'_, T> {
     /// Returns `x_last`, starting from zeros at scale 0.
     pub fn run(&mut self, last: usize, noise: &mut NoiseSource<'_, T>) -> Result<Tensor<T>> {
         let (h, w) = self.sizes[0];
-        self.run_from(0, last, Tensor::zeros([1, 3, h, w]), noise)
+        let zeros = Tensor::zeros_on([1, 3, h, w], &self.device)?;
+        self.run_from(0, last, zeros, noise)
     }
 
     /// Returns the input `y_k` of scale `k`: zeros at scale 0, else the upsampled `x_{k-1}`.
     pub fn input_at(&mut self, k: usize, noise: &mut NoiseSource<'_, T>) -> Result<Tensor<T>> {
         if k == 0 {
             let (h, w) = self.sizes[0];
-            return Ok(Tensor::zeros([1, 3, h, w]));
+            return Tensor::zeros_on([1, 3, h, w], &self.device);
         }
         let below = self.run(k - 1, noise)?;
         upsample(&below, &self.plan_into(k)?)

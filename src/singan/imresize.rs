@@ -491,12 +491,13 @@ impl WeightTable {
         self.row(j).filter(|&(_, weight)| weight != 0.0)
     }
 
-    /// Returns the source indices as u32, for upload to a GPU kernel.
+    /// Returns the source indices as u32. The resize kernels take them as i32 and the weights
+    /// in f64 (see `src/ops/resize/cuda.rs`).
     pub fn indices_u32(&self) -> Vec<u32> {
         self.indices.iter().map(|&i| i as u32).collect()
     }
 
-    /// Returns the weights as f32, for upload to a GPU kernel.
+    /// Returns the weights rounded to f32.
     pub fn weights_f32(&self) -> Vec<f32> {
         self.weights.iter().map(|&w| w as f32).collect()
     }
@@ -513,7 +514,7 @@ pub enum Resize {
 }
 
 /// Resize algorithm chosen by a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResizePath {
     General,
     /// Integer-downscale path with this factor on both axes.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod image_io;
 pub mod imresize;
 pub mod loss;
+pub mod loss_log;
 pub mod model;
 pub mod plot;
 pub mod pyramid;

@@ -21,7 +21,7 @@ use crate::singan::config::TrainConfig;
 use crate::singan::image_io::write_atomic;
 use crate::singan::model::{Discriminator, Generator};
 use crate::singan::pyramid::Pyramid;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 
 /// Name of the model file in a run folder.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -60,24 +60,45 @@ impl<T: Element> Model<T> {
     pub fn is_complete(&self) -> bool {
         self.info.finished_scales == self.info.pyramid.sizes.len()
     }
+
+    /// Returns the device of the model's tensors (the CPU for a model without scales).
+    pub fn device(&self) -> Device {
+        self.reals
+            .first()
+            .map(|real| real.device())
+            .unwrap_or(Device::Cpu)
+    }
+
+    /// Moves the generators, real images and reconstruction noises to `device`.
+    pub fn to_device(&mut self, device: &Device) -> Result<()> {
+        for generator in &mut self.generators {
+            generator.to_device(device)?;
+        }
+        for tensor in self.reals.iter_mut().chain(&mut self.fixed_noises) {
+            *tensor = tensor.to_device(device)?;
+        }
+        Ok(())
+    }
 }
 
-/// Serialises named tensors as f32 safetensors with `metadata`.
+/// Serialises named tensors as f32 safetensors with `metadata`, copying GPU tensors to the
+/// host first. The bytes do not depend on the device the tensors were on.
 fn to_safetensors<T: Element>(
     tensors: &[(String, Tensor<T>)],
     metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let encoded: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+    let encoded = tensors
         .iter()
         .map(|(name, t)| {
-            let bytes = t
+            let host = t.to_cpu()?;
+            let bytes = host
                 .as_slice()
                 .iter()
                 .flat_map(|v| (v.to_f64() as f32).to_le_bytes())
                 .collect();
-            (name.clone(), bytes, t.dims().to_vec())
+            Ok((name.clone(), bytes, t.dims().to_vec()))
         })
-        .collect();
+        .collect::<Result<Vec<(String, Vec<u8>, Vec<usize>)>>>()?;
     let mut views = Vec::with_capacity(encoded.len());
     for (name, bytes, dims) in &encoded {
         let view = TensorView::new(Dtype::F32, dims.clone(), bytes)
@@ -151,7 +172,8 @@ pub fn model_path(run: &Path) -> PathBuf {
     }
 }
 
-/// Loads a model from a run folder (or a model file).
+/// Loads a model from a run folder (or a model file) into host memory; see
+/// [`Model::to_device`].
 pub fn load_model<T: Element>(run: &Path) -> Result<Model<T>> {
     let path = model_path(run);
     if !path.exists() {

@@ -100,7 +100,7 @@ pub fn target_sizes(sizes: &[Size], options: &SampleOptions) -> Result<Vec<Size>
     Ok(targets)
 }
 
-/// Draws one image through the finished scales of `model`.
+/// Draws one image through the finished scales of `model`, on the model's device.
 pub fn sample<T: Element>(
     model: &mut Model<T>,
     options: &SampleOptions,
@@ -124,6 +124,7 @@ pub fn sample<T: Element>(
     }
     let sizes = target_sizes(&model.info.pyramid.sizes[..finished], options)?;
     let scale_factor = model.info.pyramid.scale_factor;
+    let device = model.device();
     let start = options.start_scale;
     let prev = if start == 0 {
         None
@@ -139,13 +140,17 @@ pub fn sample<T: Element>(
             },
         )?;
         let plan = UpsamplePlan::new(sizes[start - 1], scale_factor, sizes[start])?;
-        Some(upsample(&planes_to_tensor::<T>(&below), &plan)?)
+        Some(upsample(
+            &planes_to_tensor::<T>(&below).to_device(&device)?,
+            &plan,
+        )?)
     };
     let mut cascade = Cascade {
         generators: &mut model.generators,
         amplitudes: &model.info.amplitudes,
         sizes: &sizes,
         scale_factor,
+        device,
     };
     let mut noise = NoiseSource::Random(rng);
     match prev {

@@ -1,7 +1,8 @@
 //! One SinGAN training iteration: a critic step, then (optionally) a generator step.
 //!
 //! The caller supplies every random draw ([`StepInputs`]), so training, trace replay and tests
-//! run the same code. Within a step the forward passes run in this order, each updating the
+//! run the same code. The steps return their losses as one-element tensors on the training
+//! device without reading them, so a caller on a GPU decides when to copy them to the host. Within a step the forward passes run in this order, each updating the
 //! batch-norm running statistics of its network: `G(fake)`, `D(real)`, `D(fake)`, `D(x_hat)`
 //! for the penalty, then `G(reconstruction)` and `D(fake)` for the generator step.
 
@@ -57,7 +58,7 @@ pub struct StepInputs<T: Element> {
     pub alpha: Var<T>,
 }
 
-/// The critic's losses, in the logged form.
+/// The critic's losses, in the logged form. [`CriticLossTensors::read`] returns them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CriticLosses {
     /// The whole critic loss, penalty included.
@@ -70,7 +71,7 @@ pub struct CriticLosses {
     pub gradient_penalty: f64,
 }
 
-/// The generator's losses, in the logged form.
+/// The generator's losses, in the logged form. [`GeneratorLossTensors::read`] returns them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GeneratorLosses {
     /// `reconstruction_weight * reconstruction + adversarial_weight * adversarial`.
@@ -81,8 +82,48 @@ pub struct GeneratorLosses {
     pub adversarial: f64,
 }
 
-fn scalar<T: Element>(v: &Var<T>) -> Result<f64> {
-    Ok(v.item()?.to_f64())
+/// The terms of [`CriticLosses`] as one-element tensors on the training device.
+#[derive(Clone, Debug)]
+pub struct CriticLossTensors<T: Element> {
+    pub critic: Tensor<T>,
+    pub real: Tensor<T>,
+    pub fake: Tensor<T>,
+    /// `None` when the penalty weight is 0, in which case the penalty is not computed.
+    pub gradient_penalty: Option<Tensor<T>>,
+}
+
+impl<T: Element> CriticLossTensors<T> {
+    /// Copies the losses to the host, waiting for the GPU when they are there.
+    pub fn read(&self) -> Result<CriticLosses> {
+        Ok(CriticLosses {
+            critic: self.critic.item()?.to_f64(),
+            real: self.real.item()?.to_f64(),
+            fake: self.fake.item()?.to_f64(),
+            gradient_penalty: match &self.gradient_penalty {
+                Some(penalty) => penalty.item()?.to_f64(),
+                None => 0.0,
+            },
+        })
+    }
+}
+
+/// The terms of [`GeneratorLosses`] as one-element tensors on the training device.
+#[derive(Clone, Debug)]
+pub struct GeneratorLossTensors<T: Element> {
+    pub generator: Tensor<T>,
+    pub reconstruction: Tensor<T>,
+    pub adversarial: Tensor<T>,
+}
+
+impl<T: Element> GeneratorLossTensors<T> {
+    /// Copies the losses to the host, waiting for the GPU when they are there.
+    pub fn read(&self) -> Result<GeneratorLosses> {
+        Ok(GeneratorLosses {
+            generator: self.generator.item()?.to_f64(),
+            reconstruction: self.reconstruction.item()?.to_f64(),
+            adversarial: self.adversarial.item()?.to_f64(),
+        })
+    }
 }
 
 /// Converts `grad()` results to the optimiser's form.
@@ -101,7 +142,7 @@ pub fn critic_step<T: Element>(
     critic_optimizer: &mut Adam<T>,
     inputs: &StepInputs<T>,
     weights: &StepWeights,
-) -> Result<(CriticLosses, Var<T>)> {
+) -> Result<(CriticLossTensors<T>, Var<T>)> {
     let z = inputs
         .prev_random
         .add(&inputs.noise.mul_scalar(inputs.amplitude)?)?;
@@ -118,16 +159,16 @@ pub fn critic_step<T: Element>(
         ),
     };
     let mut loss = real_term.add(&fake_term)?;
-    let mut penalty_value = 0.0;
+    let mut penalty_value = None;
     if weights.penalty_weight != 0.0 {
         let (penalty, _) = gradient_penalty(critic, &inputs.real, &fake_detached, &inputs.alpha)?;
-        penalty_value = scalar(&penalty)?;
+        penalty_value = Some(penalty.value().clone());
         loss = loss.add(&penalty.mul_scalar(weights.penalty_weight)?)?;
     }
-    let losses = CriticLosses {
-        critic: scalar(&loss)?,
-        real: scalar(&real_term)?,
-        fake: scalar(&fake_term)?,
+    let losses = CriticLossTensors {
+        critic: loss.value().clone(),
+        real: real_term.value().clone(),
+        fake: fake_term.value().clone(),
         gradient_penalty: penalty_value,
     };
 
@@ -150,7 +191,7 @@ pub fn generator_step<T: Element>(
     inputs: &StepInputs<T>,
     fake: &Var<T>,
     weights: &StepWeights,
-) -> Result<GeneratorLosses> {
+) -> Result<GeneratorLossTensors<T>> {
     let z = inputs
         .prev_reconstruction
         .add(&inputs.fixed_noise.mul_scalar(inputs.amplitude)?)?;
@@ -165,10 +206,10 @@ pub fn generator_step<T: Element>(
     let loss = mse
         .mul_scalar(weights.reconstruction_weight)?
         .add(&adversarial.mul_scalar(weights.adversarial_weight)?)?;
-    let losses = GeneratorLosses {
-        generator: scalar(&loss)?,
-        reconstruction: scalar(&mse)?,
-        adversarial: scalar(&adversarial)?,
+    let losses = GeneratorLossTensors {
+        generator: loss.value().clone(),
+        reconstruction: mse.value().clone(),
+        adversarial: adversarial.value().clone(),
     };
 
     let grads = grad(

@@ -5,6 +5,13 @@
 //! is unchanged. The noise amplitude is set from the reconstruction error of the coarser scales.
 //! The reconstruction input is computed once and cached, because the coarser generators are
 //! frozen. Then `num_steps + 1` iterations of critic and generator steps run.
+//!
+//! Everything runs on [`TrainJob::device`]: the networks, the Adam moments, the real images,
+//! the noise draws and the cascade. On a GPU an iteration only queues work, and the losses are
+//! read in batches (see [`LossLog`]): at every progress line, at every image evaluation, at the
+//! end of each scale and at least every [`GPU_LOSS_READ_INTERVAL`] iterations. The log files
+//! get the same lines either way, but on a GPU a loss that turns NaN stops training at the
+//! next read, which names the first iteration whose loss was not finite.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,24 +22,30 @@ use std::time::Instant;
 use crate::autograd::{no_grad, Var};
 use crate::error::{Error, Result};
 use crate::nn::Module;
+use crate::ops::random::draw;
 use crate::optim::{Adam, AdamConfig, StepLr};
-use crate::rng::Rng;
+use crate::rng::{DrawKind, Rng};
 use crate::singan::cascade::{
     draw_noise, planes_to_tensor, tensor_to_planes, Cascade, NoiseSource,
 };
 use crate::singan::config::TrainConfig;
 use crate::singan::image_io::{save_png, tile_grid};
 use crate::singan::imresize::Planes;
+use crate::singan::loss_log::{IterationLosses, LossLog};
 use crate::singan::model::{Discriminator, Generator, NetConfig};
 use crate::singan::pyramid::Pyramid;
 use crate::singan::run::{
     load_critic, load_model, new_model_info, save_critic, save_model, LossRecord, Model,
 };
 use crate::singan::step::{critic_step, generator_step, StepInputs};
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 
 /// Random samples in the grid saved after each scale.
 pub const SAMPLES_PER_SCALE: usize = 8;
+
+/// Largest number of iterations whose losses wait on a GPU before the trainer reads them. On
+/// the CPU every iteration's losses are read right after it.
+pub const GPU_LOSS_READ_INTERVAL: usize = 25;
 
 /// Progress callbacks of the trainer.
 pub trait Reporter {
@@ -61,6 +74,8 @@ pub struct TrainJob {
     pub image: Planes<f32>,
     pub image_name: Option<String>,
     pub run_dir: PathBuf,
+    /// Device of the networks, the images and the noises.
+    pub device: Device,
 }
 
 /// Per-scale timing and amplitude, for the closing table.
@@ -95,23 +110,23 @@ fn net_config(config: &TrainConfig, scale: usize) -> NetConfig {
     }
 }
 
-/// Builds the pyramid, real images and fixed noises of a new run.
+/// Builds the pyramid, real images and fixed noises of a new run, on the job's device.
 fn new_model(job: &TrainJob, rng: &mut Rng) -> Result<Model<f32>> {
     let pyramid = Pyramid::new(
         (job.image.height, job.image.width),
         &job.config.pyramid_config(),
     )?;
-    let reals: Vec<Tensor<f32>> = pyramid
+    let reals = pyramid
         .real_images(&job.image)?
         .iter()
-        .map(planes_to_tensor)
-        .collect();
+        .map(|real| planes_to_tensor::<f32>(real).to_device(&job.device))
+        .collect::<Result<Vec<_>>>()?;
     let fixed_noises = pyramid
         .sizes
         .iter()
         .enumerate()
-        .map(|(k, &size)| draw_noise(rng, k, size))
-        .collect();
+        .map(|(k, &size)| draw_noise(rng, k, size, &job.device))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Model {
         info: new_model_info(&job.config, &pyramid, job.image_name.clone()),
         generators: Vec::new(),
@@ -133,14 +148,17 @@ pub fn train(
     std::fs::create_dir_all(run_dir)
         .map_err(|e| Error::file(run_dir, format!("cannot create the run folder: {e}")))?;
 
+    let device = job.device;
     let (mut model, mut rng, mut critic) = if resume {
-        let model = load_model::<f32>(run_dir)?;
+        let mut model = load_model::<f32>(run_dir)?;
+        model.to_device(&device)?;
         drop_unfinished_records(run_dir, model.info.finished_scales)?;
         let rng = Rng::from_state(model.info.rng_state);
         let critic = match model.info.finished_scales {
             0 => None,
             finished => {
-                let (critic, scale) = load_critic::<f32>(run_dir, model.info.config.padding)?;
+                let (mut critic, scale) = load_critic::<f32>(run_dir, model.info.config.padding)?;
+                critic.to_device(&device)?;
                 (scale + 1 == finished).then_some(critic)
             }
         };
@@ -173,6 +191,7 @@ pub fn train(
         } else {
             let mut g = Generator::<f32>::new(&net);
             g.init(&mut || rng.normal_f64())?;
+            g.to_device(&device)?;
             g
         };
         let mut critic_net = match critic.take() {
@@ -180,6 +199,7 @@ pub fn train(
             _ => {
                 let mut d = Discriminator::<f32>::new(&net);
                 d.init(&mut || rng.normal_f64())?;
+                d.to_device(&device)?;
                 d
             }
         };
@@ -192,6 +212,7 @@ pub fn train(
                 amplitudes: &model.info.amplitudes,
                 sizes: &sizes,
                 scale_factor,
+                device,
             };
             let prev = cascade.input_at(k, &mut NoiseSource::Fixed(&model.fixed_noises))?;
             let amplitude = if k == 0 {
@@ -225,7 +246,9 @@ pub fn train(
             eps: 1e-8,
         };
         let mut generator_optimizer = Adam::new(adam(config.gen_betas), &generator.params());
+        generator_optimizer.to_device(&device)?;
         let mut critic_optimizer = Adam::new(adam(config.dis_betas), &critic_net.params());
+        critic_optimizer.to_device(&device)?;
         let schedule = StepLr {
             base_lr: config.lr,
             step_size: config.step_size as u64,
@@ -236,9 +259,23 @@ pub fn train(
         std::fs::create_dir_all(&scale_dir)
             .map_err(|e| Error::file(&scale_dir, format!("cannot create: {e}")))?;
         let mut history: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let read_interval = if device.is_cpu() {
+            1
+        } else {
+            GPU_LOSS_READ_INTERVAL
+        };
+        let mut loss_log = LossLog::new(read_interval, &device)?;
+        let mut log_context = LogContext {
+            run_dir,
+            scale: k,
+            config: &config,
+            history: &mut history,
+            reporter: &mut *reporter,
+        };
 
         for t in 0..=config.num_steps {
             if stop.load(Ordering::SeqCst) {
+                log_context.write_all(loss_log.read()?)?;
                 return Err(Error::Interrupted {
                     finished: k,
                     run_dir: run_dir.display().to_string(),
@@ -254,26 +291,21 @@ pub fn train(
                     amplitudes: &model.info.amplitudes,
                     sizes: &sizes,
                     scale_factor,
+                    device,
                 };
                 cascade.input_at(k, &mut NoiseSource::Random(&mut rng))?
             };
-            let mut alpha = [0.0f32];
-            rng.fill_uniform_f32(&mut alpha);
+            let alpha = draw::<f32>(&mut rng, DrawKind::UniformF32, [1, 1, 1, 1], &device)?;
             let inputs = StepInputs {
                 real: real.clone(),
                 prev_random: Var::constant(prev_random),
-                noise: Var::constant(draw_noise(&mut rng, k, (h, w))),
+                noise: Var::constant(draw_noise(&mut rng, k, (h, w), &device)?),
                 prev_reconstruction: prev_reconstruction.clone(),
                 fixed_noise: Var::constant(model.fixed_noises[k].clone()),
                 amplitude,
-                alpha: Var::constant(Tensor::from_vec([1, 1, 1, 1], alpha.to_vec())?),
+                alpha: Var::constant(alpha),
             };
 
-            let non_finite = |name: &str, value: f64| Error::NonFinite {
-                scale: k,
-                iteration: t,
-                message: format!("the {name} loss is {value}"),
-            };
             let (critic_losses, fake) = critic_step(
                 &mut generator,
                 &mut critic_net,
@@ -281,52 +313,27 @@ pub fn train(
                 &inputs,
                 &weights,
             )?;
-            if !critic_losses.critic.is_finite() {
-                return Err(non_finite("critic", critic_losses.critic));
-            }
-            let mut losses = BTreeMap::from([
-                ("D".to_string(), critic_losses.critic),
-                ("D_r".to_string(), critic_losses.real),
-                ("D_f".to_string(), critic_losses.fake),
-                ("D_gp".to_string(), critic_losses.gradient_penalty),
-            ]);
-            if t % config.num_critic == 0 {
-                let g = generator_step(
+            let generator_losses = if t % config.num_critic == 0 {
+                Some(generator_step(
                     &mut generator,
                     &mut critic_net,
                     &mut generator_optimizer,
                     &inputs,
                     &fake,
                     &weights,
-                )?;
-                if !g.generator.is_finite() {
-                    return Err(non_finite("generator", g.generator));
-                }
-                losses.insert("G".to_string(), g.generator);
-                losses.insert("G_recon".to_string(), g.reconstruction);
-                losses.insert("G_adv".to_string(), g.adversarial);
-            }
-            drop(fake);
-
-            for (name, value) in &losses {
-                history.entry(name.clone()).or_default().push(*value);
-            }
-            let record = LossRecord {
-                scale: k,
-                iteration: t,
-                lr,
-                values: losses.clone(),
+                )?)
+            } else {
+                None
             };
-            let json = serde_json::to_string(&record).map_err(|e| Error::Message(e.to_string()))?;
-            append_line(&run_dir.join("losses.jsonl"), &json)?;
-            reporter.iteration(k, t, &losses);
+            drop(fake);
+            loss_log.push(t, lr, &critic_losses, generator_losses.as_ref())?;
 
-            if t % config.print_every == 0 || t == config.num_steps {
-                let line = progress_line(t, &losses);
-                append_line(&run_dir.join("log.txt"), &line)?;
-                reporter.line(&format!("scale {k}: {line}"));
+            let progress = t % config.print_every == 0 || t == config.num_steps;
+            let evaluation = t % config.eval_every == 0 || t == config.num_steps;
+            if progress || evaluation || loss_log.is_full() {
+                log_context.write_all(loss_log.read()?)?;
             }
-            if t % config.eval_every == 0 || t == config.num_steps {
+            if evaluation {
                 save_eval_images(
                     &mut generator,
                     &model,
@@ -373,6 +380,74 @@ pub fn train(
         });
     }
     Ok((model, summaries))
+}
+
+/// Destinations of the losses of one scale: `losses.jsonl`, the progress lines of `log.txt`,
+/// the reporter and the history for the loss plot.
+struct LogContext<'a> {
+    run_dir: &'a Path,
+    scale: usize,
+    config: &'a TrainConfig,
+    history: &'a mut BTreeMap<String, Vec<f64>>,
+    reporter: &'a mut dyn Reporter,
+}
+
+impl LogContext<'_> {
+    /// Writes the losses of each iteration in order, and stops with an error at the first
+    /// iteration whose critic or generator loss is not finite, before writing it.
+    fn write_all(&mut self, iterations: Vec<IterationLosses>) -> Result<()> {
+        for losses in iterations {
+            self.write(&losses)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, read: &IterationLosses) -> Result<()> {
+        let (k, t) = (self.scale, read.iteration);
+        let non_finite = |name: &str, value: f64| Error::NonFinite {
+            scale: k,
+            iteration: t,
+            message: format!("the {name} loss is {value}"),
+        };
+        let critic = &read.critic;
+        if !critic.critic.is_finite() {
+            return Err(non_finite("critic", critic.critic));
+        }
+        let mut losses = BTreeMap::from([
+            ("D".to_string(), critic.critic),
+            ("D_r".to_string(), critic.real),
+            ("D_f".to_string(), critic.fake),
+            ("D_gp".to_string(), critic.gradient_penalty),
+        ]);
+        if let Some(g) = &read.generator {
+            if !g.generator.is_finite() {
+                return Err(non_finite("generator", g.generator));
+            }
+            losses.insert("G".to_string(), g.generator);
+            losses.insert("G_recon".to_string(), g.reconstruction);
+            losses.insert("G_adv".to_string(), g.adversarial);
+        }
+
+        for (name, value) in &losses {
+            self.history.entry(name.clone()).or_default().push(*value);
+        }
+        let record = LossRecord {
+            scale: k,
+            iteration: t,
+            lr: read.lr,
+            values: losses.clone(),
+        };
+        let json = serde_json::to_string(&record).map_err(|e| Error::Message(e.to_string()))?;
+        append_line(&self.run_dir.join("losses.jsonl"), &json)?;
+        self.reporter.iteration(k, t, &losses);
+
+        if t % self.config.print_every == 0 || t == self.config.num_steps {
+            let line = progress_line(t, &losses);
+            append_line(&self.run_dir.join("log.txt"), &line)?;
+            self.reporter.line(&format!("scale {k}: {line}"));
+        }
+        Ok(())
+    }
 }
 
 /// Removes the `losses.jsonl` records of scales that did not finish, so a resumed scale is
@@ -460,14 +535,16 @@ fn save_eval_images(
 
     let mut frozen = model.generators[..k].to_vec();
     let sizes = &model.info.pyramid.sizes;
+    let device = prev_reconstruction.value().device();
     let prev = Cascade {
         generators: &mut frozen,
         amplitudes: &model.info.amplitudes,
         sizes,
         scale_factor,
+        device,
     }
     .input_at(k, &mut NoiseSource::Random(rng))?;
-    let noise = draw_noise(rng, k, sizes[k]);
+    let noise = draw_noise(rng, k, sizes[k], &device)?;
     let sample = generate(generator, &prev, &noise, amplitude)?;
     save_png(
         scale_dir.join(format!("s{t}_sampled.png")),
@@ -486,11 +563,13 @@ fn save_scale_images(
 ) -> Result<()> {
     let sizes = model.info.pyramid.sizes.clone();
     let amplitudes = model.info.amplitudes.clone();
+    let device = model.device();
     let mut cascade = Cascade {
         generators: &mut model.generators,
         amplitudes: &amplitudes,
         sizes: &sizes,
         scale_factor,
+        device,
     };
     let reconstruction = cascade.run(k, &mut NoiseSource::Fixed(&model.fixed_noises))?;
     save_png(

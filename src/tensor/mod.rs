@@ -36,6 +36,15 @@ impl Device {
     pub fn is_cuda(&self) -> bool {
         matches!(self, Device::Cuda(_))
     }
+
+    /// Waits until the work queued on this device has finished, and returns the error of any
+    /// kernel that failed. Does nothing for the CPU, whose ops finish before they return.
+    pub fn synchronize(&self) -> Result<()> {
+        if let Device::Cuda(ordinal) = *self {
+            CudaDevice::shared(ordinal)?.synchronize()?;
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Display for Device {
@@ -340,6 +349,36 @@ impl<T: Element> Tensor<T> {
         if let Storage::Cuda(buffer) = &self.storage {
             buffer.device().synchronize()?;
         }
+        Ok(())
+    }
+
+    /// Copies every element of `source` into this tensor, starting at flat element `offset`.
+    /// Both tensors must be on the same device; on a GPU the copy is queued, not awaited.
+    /// Copies this tensor's buffer first if another tensor shares it.
+    pub fn write_at(&mut self, offset: usize, source: &Tensor<T>) -> Result<()> {
+        const OP: &str = "write_at";
+        same_device(OP, &[self, source])?;
+        let fits = offset
+            .checked_add(source.numel())
+            .is_some_and(|end| end <= self.numel());
+        if !fits {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{} elements written at offset {offset} do not fit; use an offset of at most {}",
+                    source.numel(),
+                    self.numel().saturating_sub(source.numel())
+                ),
+                &[self.dims(), source.dims()],
+            ));
+        }
+        if self.device().is_cpu() {
+            let end = offset + source.numel();
+            self.data_mut()[offset..end].copy_from_slice(source.as_slice());
+            return Ok(());
+        }
+        let source = source.cuda(OP)?;
+        self.cuda_mut(OP)?.copy_from_at(offset, source)?;
         Ok(())
     }
 

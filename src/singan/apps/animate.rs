@@ -30,7 +30,7 @@ use crate::singan::image_io::encode_byte;
 use crate::singan::imresize::Planes;
 use crate::singan::pyramid::Size;
 use crate::singan::run::Model;
-use crate::tensor::Tensor;
+use crate::tensor::{Device, Tensor};
 
 /// Largest accepted frame rate. GIF delays count hundredths of a second, and browsers show
 /// delays below 2 of them (faster than 50 frames per second) at 10 frames per second.
@@ -91,19 +91,19 @@ struct Walk {
 }
 
 impl Walk {
-    fn new(anchor: &Tensor<f32>, rng: &mut Rng, scale: usize, size: Size) -> Self {
-        let anchor = anchor.to_vec();
-        let xi = draw_noise::<f32>(rng, scale, size).to_vec();
+    fn new(anchor: &Tensor<f32>, rng: &mut Rng, scale: usize, size: Size) -> Result<Self> {
+        let anchor = anchor.to_cpu()?.to_vec();
+        let xi = draw_noise::<f32>(rng, scale, size, &Device::Cpu)?.to_vec();
         let previous = anchor
             .iter()
             .zip(&xi)
             .map(|(&z, &x)| 0.95 * z + 0.05 * x)
             .collect();
-        Walk {
+        Ok(Walk {
             before_previous: anchor.clone(),
             anchor,
             previous,
-        }
+        })
     }
 
     fn step(&mut self, xi: &[f32], alpha: f32, beta: f32) -> Vec<f32> {
@@ -120,6 +120,9 @@ impl Walk {
 
 /// Renders the frames of an animation at the finest scale. `on_frame` is called with each
 /// frame index after the frame is rendered.
+///
+/// The walk runs on the host, and each frame's noise maps are copied to the model's device
+/// for the cascade. Noise drawn on the host has the same values as on a GPU.
 pub fn animate(
     model: &mut Model<f32>,
     options: &AnimationOptions,
@@ -130,21 +133,26 @@ pub fn animate(
     let last = finest_scale(model, "animate")?;
     check_start_scale("animate", options.start_scale, 0, last)?;
     let sizes = model.info.pyramid.sizes.clone();
-    let mut walks: Vec<Walk> = (0..=last)
+    let device = model.device();
+    let mut walks = (0..=last)
         .map(|k| Walk::new(&model.fixed_noises[k], rng, k, sizes[k]))
-        .collect();
+        .collect::<Result<Vec<Walk>>>()?;
     let (alpha, beta) = (options.alpha as f32, options.beta as f32);
 
     let mut frames = Vec::with_capacity(options.frames);
     for index in 0..options.frames {
         let mut noises = Vec::with_capacity(last + 1);
         for (k, walk) in walks.iter_mut().enumerate() {
-            let xi = draw_noise::<f32>(rng, k, sizes[k]).to_vec();
+            let xi = draw_noise::<f32>(rng, k, sizes[k], &Device::Cpu)?.to_vec();
             let z = walk.step(&xi, alpha, beta);
             if k < options.start_scale {
                 noises.push(model.fixed_noises[k].clone());
             } else {
-                noises.push(Tensor::from_vec([1, 3, sizes[k].0, sizes[k].1], z)?);
+                noises.push(Tensor::from_vec_on(
+                    [1, 3, sizes[k].0, sizes[k].1],
+                    z,
+                    &device,
+                )?);
             }
         }
         let mut cascade = Cascade {
@@ -152,6 +160,7 @@ pub fn animate(
             amplitudes: &model.info.amplitudes,
             sizes: &sizes,
             scale_factor: model.info.pyramid.scale_factor,
+            device,
         };
         let frame = cascade.run(last, &mut NoiseSource::Fixed(&noises))?;
         frames.push(tensor_to_planes(&frame)?);

@@ -109,7 +109,8 @@ pub fn fit_to_size(
 }
 
 /// Builds the input `y_n` of scale `start` from a reference at the finest size:
-/// `resize(reference, r^(N - start + 1))`, cropped to scale `start - 1`, then `U_start`.
+/// `resize(reference, r^(N - start + 1))`, cropped to scale `start - 1`, then `U_start`. The
+/// resizes run on the host, and the result is on the model's device.
 pub fn injection_input(
     model: &Model<f32>,
     reference: &Planes<f32>,
@@ -133,7 +134,7 @@ pub fn injection_input(
     let scaled = resize(reference, Resize::Scale(pyramid.level_factor(start - 1)))?;
     let scaled = scaled.crop_top_left(below.0, below.1)?;
     let plan = UpsamplePlan::new(below, pyramid.scale_factor, pyramid.sizes[start])?;
-    Ok(planes_to_tensor(&plan.apply(&scaled)?))
+    planes_to_tensor(&plan.apply(&scaled)?).to_device(&model.device())
 }
 
 /// Runs generators `start..=N` from the scale-`start` input `prev` with fresh noise and returns
@@ -146,11 +147,13 @@ pub fn run_from_scale(
 ) -> Result<Planes<f32>> {
     let last = model.generators.len().saturating_sub(1);
     let sizes = model.info.pyramid.sizes.clone();
+    let device = model.device();
     let mut cascade = Cascade {
         generators: &mut model.generators,
         amplitudes: &model.info.amplitudes,
         sizes: &sizes,
         scale_factor: model.info.pyramid.scale_factor,
+        device,
     };
     let output = cascade.run_from(start, last, prev, &mut NoiseSource::Random(rng))?;
     tensor_to_planes(&output)

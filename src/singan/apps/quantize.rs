@@ -9,8 +9,9 @@
 use crate::autograd::{no_grad, Var};
 use crate::error::{Error, Result};
 use crate::nn::Module;
+use crate::ops::random::draw;
 use crate::optim::{Adam, AdamConfig, StepLr};
-use crate::rng::Rng;
+use crate::rng::{DrawKind, Rng};
 use crate::singan::apps::{check_start_scale, finest_scale};
 use crate::singan::cascade::{
     draw_noise, planes_to_tensor, tensor_to_planes, Cascade, NoiseSource,
@@ -173,14 +174,16 @@ impl Palette {
         Ok(Planes::new(3, image.height, image.width, data)?)
     }
 
-    /// Quantises a `(1, 3, H, W)` tensor.
+    /// Quantises a `(1, 3, H, W)` tensor on the host and returns the result on the tensor's
+    /// device.
     pub fn quantize_tensor(&self, image: &Tensor<f32>) -> Result<Tensor<f32>> {
-        Ok(planes_to_tensor(&self.quantize(&tensor_to_planes(image)?)?))
+        planes_to_tensor(&self.quantize(&tensor_to_planes(image)?)?).to_device(&image.device())
     }
 }
 
 /// Builds the input of scale `start` for quantised paint-to-image: the painting (at the finest
-/// size) mapped to `palette`, resized by `r^(N - start)` and cropped to scale `start`.
+/// size) mapped to `palette`, resized by `r^(N - start)` and cropped to scale `start`, on the
+/// model's device.
 pub fn quantized_input(
     model: &Model<f32>,
     painting: &Planes<f32>,
@@ -193,10 +196,12 @@ pub fn quantized_input(
     let size = pyramid.sizes[start];
     let quantized = palette.quantize(painting)?;
     let scaled = resize(&quantized, Resize::Scale(pyramid.level_factor(start)))?;
-    Ok(planes_to_tensor(&scaled.crop_top_left(size.0, size.1)?))
+    planes_to_tensor(&scaled.crop_top_left(size.0, size.1)?).to_device(&model.device())
 }
 
-/// Progress of [`retrain_scale`], reported after every iteration.
+/// Progress of [`retrain_scale`], reported after every iteration. Unlike
+/// [`crate::singan::train::train`], the retraining reads and checks every iteration's losses
+/// before it runs the next, so on a GPU it waits for each iteration.
 pub struct RetrainProgress<'a> {
     pub iteration: usize,
     pub num_steps: usize,
@@ -234,10 +239,13 @@ pub fn retrain_scale(
         kernel_size: config.kernel_size,
         padding: config.padding,
     };
+    let device = model.device();
     let mut generator = Generator::<f32>::new(&net);
     generator.init(&mut || rng.normal_f64())?;
+    generator.to_device(&device)?;
     let mut critic = Discriminator::<f32>::new(&net);
     critic.init(&mut || rng.normal_f64())?;
+    critic.to_device(&device)?;
 
     let real = Var::constant(model.reals[scale].clone());
     let prev_reconstruction = {
@@ -246,6 +254,7 @@ pub fn retrain_scale(
             amplitudes: &model.info.amplitudes,
             sizes: &sizes,
             scale_factor,
+            device,
         };
         let prev = cascade.input_at(scale, &mut NoiseSource::Fixed(&model.fixed_noises))?;
         Var::constant(palette.quantize_tensor(&prev)?)
@@ -260,7 +269,9 @@ pub fn retrain_scale(
         eps: 1e-8,
     };
     let mut generator_optimizer = Adam::new(adam(config.gen_betas), &generator.params());
+    generator_optimizer.to_device(&device)?;
     let mut critic_optimizer = Adam::new(adam(config.dis_betas), &critic.params());
+    critic_optimizer.to_device(&device)?;
     let schedule = StepLr {
         base_lr: config.lr,
         step_size: config.step_size as u64,
@@ -280,19 +291,19 @@ pub fn retrain_scale(
                 amplitudes: &model.info.amplitudes,
                 sizes: &sizes,
                 scale_factor,
+                device,
             };
             cascade.input_at(scale, &mut NoiseSource::Random(rng))?
         };
-        let mut alpha = [0.0f32];
-        rng.fill_uniform_f32(&mut alpha);
+        let alpha = draw::<f32>(rng, DrawKind::UniformF32, [1, 1, 1, 1], &device)?;
         let inputs = StepInputs {
             real: real.clone(),
             prev_random: Var::constant(palette.quantize_tensor(&prev_random)?),
-            noise: Var::constant(draw_noise(rng, scale, sizes[scale])),
+            noise: Var::constant(draw_noise(rng, scale, sizes[scale], &device)?),
             prev_reconstruction: prev_reconstruction.clone(),
             fixed_noise: fixed_noise.clone(),
             amplitude,
-            alpha: Var::constant(Tensor::from_vec([1, 1, 1, 1], alpha.to_vec())?),
+            alpha: Var::constant(alpha),
         };
 
         let non_finite = |name: &str, value: f64| Error::NonFinite {
@@ -307,6 +318,7 @@ pub fn retrain_scale(
             &inputs,
             &weights,
         )?;
+        let critic_losses = critic_losses.read()?;
         if !critic_losses.critic.is_finite() {
             return Err(non_finite("critic", critic_losses.critic));
         }
@@ -319,7 +331,8 @@ pub fn retrain_scale(
                 &inputs,
                 &fake,
                 &weights,
-            )?;
+            )?
+            .read()?;
             if !losses.generator.is_finite() {
                 return Err(non_finite("generator", losses.generator));
             }

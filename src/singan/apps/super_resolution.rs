@@ -135,7 +135,8 @@ pub fn sr_setting_differences(config: &TrainConfig, plan: &SrPlan) -> Vec<String
 /// `prev_1 = resize(x_N, u)`, `out_j = G_N(prev_j + a_N n_j, prev_j)` and
 /// `prev_(j+1) = resize(out_j, u)`, where each resize is in scale mode (sides `ceil(n u)`).
 /// The noise `n_1` is one channel repeated over RGB and later noises have three channels.
-/// `on_step` is called with each step number and size before the step runs.
+/// `on_step` is called with each step number and size before the step runs. The generator
+/// runs on the model's device, and the resizes between steps on the host.
 pub fn super_resolve(
     model: &mut Model<f32>,
     plan: &SrPlan,
@@ -146,6 +147,7 @@ pub fn super_resolve(
     let target = plan.checked_output_size(model.info.pyramid.sizes[last])?;
 
     let amplitude = model.info.amplitudes[last];
+    let device = model.device();
     let generator = &mut model.generators[last];
     let mut prev = resize(
         &tensor_to_planes(&model.reals[last])?,
@@ -156,9 +158,9 @@ pub fn super_resolve(
         on_step(step, (prev.height, prev.width));
         // The noise of the first step is single-channel, as at scale 0, and later ones are not.
         let noise_kind = if step == 1 { 0 } else { 1 };
-        let noise = draw_noise::<f32>(rng, noise_kind, (prev.height, prev.width));
+        let noise = draw_noise::<f32>(rng, noise_kind, (prev.height, prev.width), &device)?;
         let refined = no_grad(|| -> Result<_> {
-            let prev_var = Var::constant(planes_to_tensor::<f32>(&prev));
+            let prev_var = Var::constant(planes_to_tensor::<f32>(&prev).to_device(&device)?);
             let z = prev_var.add(&Var::constant(noise).mul_scalar(amplitude)?)?;
             Ok(generator.forward(&z, &prev_var)?.value().clone())
         })?;

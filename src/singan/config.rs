@@ -124,7 +124,7 @@ impl TrainConfig {
                 self.num_blocks
             ));
         }
-        if self.kernel_size % 2 == 0 {
+        if self.kernel_size.is_multiple_of(2) {
             return Err(format!(
                 "--kernel-size {} must be odd so the networks keep images centred",
                 self.kernel_size

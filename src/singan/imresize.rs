@@ -342,7 +342,7 @@ pub fn integer_factor(scale: f64) -> Option<usize> {
 /// Panics if `factor == 0`.
 pub fn integer_kernel(factor: usize) -> Vec<f64> {
     assert!(factor > 0, "integer_kernel needs a factor of at least 1");
-    let taps = if factor % 2 == 0 {
+    let taps = if factor.is_multiple_of(2) {
         4 * factor
     } else {
         4 * factor - 1

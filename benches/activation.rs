@@ -7,7 +7,11 @@
 //! GB/s counts each tensor once: the forward reads `x` and writes `y`, the backward reads `dy`
 //! and `x` and writes `dx`.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::{run_like_the_binary, time_op, Runs};
 
 use singan::gradcheck::SeededNormal;
 use singan::{grad, Var};
@@ -20,25 +24,6 @@ type TimedOp<'a> = (&'static str, f64, Box<dyn FnMut() + 'a>);
 const SHAPES: [(usize, usize, usize); 3] = [(32, 26, 34), (64, 96, 128), (128, 188, 250)];
 
 const SLOPE: f64 = 0.2;
-
-/// Minimum and maximum timed runs per op, and the time after which no further run starts.
-const MIN_RUNS: usize = 5;
-const MAX_RUNS: usize = 1000;
-const TIME_BUDGET: Duration = Duration::from_secs(2);
-
-/// Runs `op` once untimed, then times it; returns the median and minimum in milliseconds.
-fn time_op(mut op: impl FnMut()) -> (f64, f64) {
-    op();
-    let mut samples = Vec::new();
-    let start = Instant::now();
-    while samples.len() < MIN_RUNS || (start.elapsed() < TIME_BUDGET && samples.len() < MAX_RUNS) {
-        let t = Instant::now();
-        op();
-        samples.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    samples.sort_by(|a, b| a.total_cmp(b));
-    (samples[samples.len() / 2], samples[0])
-}
 
 /// Checks the forward and the backward against plain loops. Both are exact in f64, because each
 /// output is either the input or one product with the slope.
@@ -82,7 +67,18 @@ fn verify_once() {
     );
 }
 
+/// Timed runs per op.
+const RUNS: Runs = Runs {
+    min_runs: 5,
+    max_runs: 1000,
+    budget: Duration::from_secs(2),
+};
+
 fn main() {
+    run_like_the_binary(run);
+}
+
+fn run() {
     verify_once();
     println!("device: cpu, threads: {}", rayon::current_num_threads());
     println!(
@@ -119,7 +115,7 @@ fn main() {
             ),
         ];
         for (name, bytes, op) in ops {
-            let (median, min) = time_op(op);
+            let (median, min) = time_op(&RUNS, op);
             println!(
                 "{:<22} {:<10} {:>10.4} {:>10.4} {:>9.2} {:>9.1}",
                 label,

@@ -8,7 +8,11 @@
 //! `2 * N * C_out * C_in * K_h * K_w * H_out * W_out` for every op. GPU timings wait for the
 //! kernels to finish before reading the clock.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::{run_like_the_binary, time_op, Runs};
 
 use singan::autograd::Var;
 use singan::gradcheck::SeededNormal;
@@ -21,23 +25,6 @@ type TimedOp<'a> = (&'static str, Box<dyn FnMut() + 'a>);
 /// SinGAN's convolutions at the coarsest, a middle and the finest scale of a 250x188 image:
 /// (channels, input height, input width).
 const SHAPES: [(usize, usize, usize); 3] = [(32, 26, 34), (64, 96, 128), (128, 188, 250)];
-
-/// Minimum timed runs per op, and the time budget after which no further run starts.
-const MIN_RUNS: usize = 3;
-const TIME_BUDGET: Duration = Duration::from_secs(3);
-
-fn time_op(mut op: impl FnMut()) -> (f64, f64) {
-    op();
-    let mut samples = Vec::new();
-    let start = Instant::now();
-    while samples.len() < MIN_RUNS || (start.elapsed() < TIME_BUDGET && samples.len() < 50) {
-        let t = Instant::now();
-        op();
-        samples.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (samples[samples.len() / 2], samples[0])
-}
 
 /// Reads `--device cpu|cuda` from the arguments, ignoring the `--bench` flag that cargo adds.
 fn device_from_args() -> Device {
@@ -107,7 +94,18 @@ fn verify_once(device: &Device) {
     );
 }
 
+/// Timed runs per op.
+const RUNS: Runs = Runs {
+    min_runs: 3,
+    max_runs: 50,
+    budget: Duration::from_secs(3),
+};
+
 fn main() {
+    run_like_the_binary(run);
+}
+
+fn run() {
     let device = device_from_args();
     verify_once(&device);
     match device {
@@ -145,7 +143,7 @@ fn main() {
             ),
         ];
         for (name, op) in ops {
-            let (median, min) = time_op(op);
+            let (median, min) = time_op(&RUNS, op);
             println!(
                 "{:<22} {:<10} {:>10.3} {:>10.3} {:>9.3} {:>9.1}",
                 label,

@@ -2,9 +2,10 @@
 //!
 //! The caller supplies every random draw ([`StepInputs`]), so training, trace replay and tests
 //! run the same code. The steps return their losses as one-element tensors on the training
-//! device without reading them, so a caller on a GPU decides when to copy them to the host. Within a step the forward passes run in this order, each updating the
-//! batch-norm running statistics of its network: `G(fake)`, `D(real)`, `D(fake)`, `D(x_hat)`
-//! for the penalty, then `G(reconstruction)` and `D(fake)` for the generator step.
+//! device without reading them, so a caller on a GPU decides when to copy them to the host.
+//! Within a step the forward passes run in this order, each updating the batch-norm running
+//! statistics of its network: `G(fake)`, `D(real)`, `D(fake)`, `D(x_hat)` for the penalty,
+//! then `G(reconstruction)` and `D(fake)` for the generator step.
 
 use serde::{Deserialize, Serialize};
 

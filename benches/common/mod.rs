@@ -10,7 +10,7 @@ pub struct Runs {
     pub budget: Duration,
 }
 
-/// Runs `op` once untimed, then times it as `runs` says; returns the median and the minimum in
+/// Runs `op` once untimed, then times it the number of times `runs` sets; returns the median and the minimum in
 /// milliseconds.
 pub fn time_op(runs: &Runs, mut op: impl FnMut()) -> (f64, f64) {
     op();

@@ -188,6 +188,42 @@ fn load_row<T: Element>(
     }
 }
 
+/// Asks the CPU to start loading rows `first_row..first_row + 4` of `plane`, columns
+/// `first_col..first_col + width`, into its caches. Each channel's rows are a few kilobytes a
+/// whole plane apart, a jump the hardware prefetcher does not follow, so the input transform
+/// issues this for the next channel while it works on the current one.
+fn prefetch_rows<T>(
+    plane: &[T],
+    g: &ConvGeometry,
+    first_row: isize,
+    first_col: isize,
+    width: usize,
+) {
+    const LINE_BYTES: usize = 64;
+    let step = (LINE_BYTES / std::mem::size_of::<T>()).max(1);
+    let start_col = first_col.max(0) as usize;
+    let end_col = ((first_col + width as isize).max(0) as usize).min(g.w_in);
+    for row in first_row.max(0)..(first_row + 4).min(g.h_in as isize) {
+        let line = &plane[row as usize * g.w_in..(row as usize + 1) * g.w_in];
+        for col in (start_col..end_col).step_by(step) {
+            prefetch(&line[col]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch<T>(value: &T) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    // SAFETY: prefetching has no effect on program state, and the pointer comes from a
+    // reference, so it is valid.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast()) };
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn prefetch<T>(_: &T) {}
+
 /// Per-task scratch rows of the transforms, split into even and odd columns.
 struct Scratch<T> {
     even: [Vec<T>; 4],
@@ -230,6 +266,10 @@ fn transform_inputs<T: Element>(
         let first_col = 2 * segment.first_col as isize - g.pad_w;
         for i in 0..g.c_in {
             let plane = &image[i * plane_len..(i + 1) * plane_len];
+            if i + 1 < g.c_in {
+                let next = &image[(i + 1) * plane_len..(i + 2) * plane_len];
+                prefetch_rows(next, g, first_row, first_col, 2 * n + 2);
+            }
             for r in 0..4 {
                 load_row(
                     plane,
@@ -374,22 +414,35 @@ fn position_streams<T>(
 
 /// Writes the two output rows of `n` tiles from the products `m` of one channel into `top` and
 /// `bottom` (`2n` values each): `A^T M A`, where rows of `A^T` are (1, 1, 1, 0) and
-/// (0, 1, -1, -1).
+/// (0, 1, -1, -1). `upper` and `lower` are scratch rows of at least `n` values.
 fn untransform_outputs<T: Element>(
     m: &[&[T]; POSITIONS],
     n: usize,
-    top: &mut [T],
-    bottom: &mut [T],
+    (upper, lower): (&mut [Vec<T>; 4], &mut [Vec<T>; 4]),
+    (top, bottom): (&mut [T], &mut [T]),
 ) {
-    for t in 0..n {
-        let at = |position: usize| m[position][t];
-        // A^T M: two rows of four.
-        let upper: [T; 4] = std::array::from_fn(|c| at(c) + at(4 + c) + at(8 + c));
-        let lower: [T; 4] = std::array::from_fn(|c| at(4 + c) - at(8 + c) - at(12 + c));
-        top[2 * t] = upper[0] + upper[1] + upper[2];
-        top[2 * t + 1] = upper[1] - upper[2] - upper[3];
-        bottom[2 * t] = lower[0] + lower[1] + lower[2];
-        bottom[2 * t + 1] = lower[1] - lower[2] - lower[3];
+    // A^T M: two rows of four, each loop over all tiles at once.
+    for c in 0..4 {
+        let (first, second, third, fourth) = (m[c], m[4 + c], m[8 + c], m[12 + c]);
+        let (upper, lower) = (&mut upper[c][..n], &mut lower[c][..n]);
+        for t in 0..n {
+            upper[t] = first[t] + second[t] + third[t];
+            lower[t] = second[t] - third[t] - fourth[t];
+        }
+    }
+    // (A^T M) A: the same combination along each row, interleaving the two output columns.
+    for (rows, line) in [(&*upper, &mut *top), (&*lower, &mut *bottom)] {
+        let [r0, r1, r2, r3] = rows;
+        let pairs = line[..2 * n].chunks_exact_mut(2);
+        for ((((pair, &a), &b), &c), &d) in pairs
+            .zip(&r0[..n])
+            .zip(&r1[..n])
+            .zip(&r2[..n])
+            .zip(&r3[..n])
+        {
+            pair[0] = a + b + c;
+            pair[1] = b - c - d;
+        }
     }
 }
 
@@ -451,13 +504,14 @@ pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
             );
             u.multiply(g, v, len, m);
             let [top, bottom] = &mut scratch.lines;
+            let rows = (&mut scratch.combined_even, &mut scratch.combined_odd);
             for segment in segments(grid, first, len) {
                 let n = segment.len();
                 let (row, col) = (2 * segment.row, 2 * segment.first_col);
                 let columns = (2 * segment.end_col).min(w_out) - col;
                 for o in 0..g.c_out {
                     let streams = position_streams(m, g.c_out, o, len, segment.offset, n);
-                    untransform_outputs(&streams, n, top, bottom);
+                    untransform_outputs(&streams, n, (&mut *rows.0, &mut *rows.1), (top, bottom));
                     let plane = (image * g.c_out + o) * out_plane;
                     for (r, line) in [&top, &bottom].into_iter().enumerate() {
                         if row + r < h_out {

@@ -177,7 +177,7 @@ pub enum PyramidError {
     },
 
     #[error(
-        "image {height}x{width}: scale {scale} of 0..={stop_scale} (factor {factor}) is \
+        "image {height}x{width}: scale {scale} of 0 to {stop_scale} (factor {factor:.4}) is \
          {scale_height}x{scale_width}, below the minimum side {min_side} needed by \
          {num_blocks} unpadded conv layers of kernel {kernel_size}; {suggestion}"
     )]
@@ -206,7 +206,7 @@ pub enum PyramidError {
         actual_width: usize,
     },
 
-    #[error("scale index {scale} is out of range; valid scales are {first}..={last}")]
+    #[error("scale index {scale} is out of range; valid scales are {first} to {last}")]
     ScaleOutOfRange {
         scale: usize,
         first: usize,

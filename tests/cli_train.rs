@@ -183,7 +183,7 @@ fn invalid_options_are_rejected() {
     let (code, _, stderr) = singan(&["train", "--lr", "-1"]);
     assert_eq!(code, 2);
     assert!(
-        stderr.contains("--lr -1 must be a positive number"),
+        stderr.contains("--lr -1 must be a finite number above 0"),
         "{stderr}"
     );
     let (code, _, stderr) = singan(&["train", "--gen-betas", "0.5"]);

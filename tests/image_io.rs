@@ -589,6 +589,29 @@ fn truncated_png_error() {
 }
 
 #[test]
+fn oversized_png_rejected_before_decoding() {
+    // The header claims 20000x20000 pixels (400 megapixels) over one short scanline, so a
+    // decoder that allocated before checking the size would need gigabytes.
+    let dir = TempDir::new("oversized");
+    let path = dir.path("huge.png");
+    std::fs::write(&path, build_png(20_000, 20_000, 8, 0, &[vec![0; 100]], &[])).unwrap();
+    let error = load_image(&path, AlphaBackground::White).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ImageIoError::TooLarge {
+                width: 20_000,
+                height: 20_000,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("downscale it first"), "{error}");
+    assert_error_names_path(&error, &path);
+}
+
+#[test]
 fn truncated_jpeg_error() {
     let dir = TempDir::new("truncatedjpeg");
     let bytes = jpeg_bytes(&red_blue());

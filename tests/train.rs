@@ -179,7 +179,7 @@ fn check_run(loss: LossKind) {
         assert!(scale_dir.join("losses.png").is_file());
     }
     let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
-    assert!(log.contains("Scale #1"), "{log}");
+    assert!(log.contains("Scale 0: "), "{log}");
     assert!(log.contains("Iteration 24, D: "), "{log}");
 }
 

@@ -57,10 +57,24 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 5e-4, allow_negative_numbers = true)]
     pub lr: f64,
     /// Adam betas of the generator, as B1,B2.
-    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.9], allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "B1,B2",
+        num_args = 1,
+        value_delimiter = ',',
+        default_value = "0.5,0.9",
+        allow_negative_numbers = true
+    )]
     pub gen_betas: Vec<f64>,
     /// Adam betas of the discriminator, as B1,B2.
-    #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.9], allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "B1,B2",
+        num_args = 1,
+        value_delimiter = ',',
+        default_value = "0.5,0.9",
+        allow_negative_numbers = true
+    )]
     pub dis_betas: Vec<f64>,
     /// Discriminator steps per generator step.
     #[arg(long, default_value_t = 1)]
@@ -107,7 +121,8 @@ pub struct TrainArgs {
     /// Folder that run folders are created in.
     #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
-    /// Name of the run folder (default: the UTC start time, YYYY-MM-DD_HH-MM-SS).
+    /// Name of the run folder (default: the UTC start time, YYYY-MM-DD_HH-MM-SS, with -2, -3 and
+    /// so on appended when a folder of that name exists).
     #[arg(long)]
     pub save: Option<String>,
     /// Adversarial loss.
@@ -122,6 +137,15 @@ pub struct TrainArgs {
     /// Backend to run the ops on.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
+}
+
+/// Returns `stem`, or `stem-2`, `stem-3` and so on, the first that names no existing entry in
+/// `results_dir`, so that two runs started in the same second get separate folders.
+fn unused_run_name(results_dir: &std::path::Path, stem: &str) -> String {
+    std::iter::once(stem.to_string())
+        .chain((2..).map(|index| format!("{stem}-{index}")))
+        .find(|name| !results_dir.join(name).exists())
+        .expect("an unbounded sequence of names has an unused one")
 }
 
 /// Formats a UTC time as YYYY-MM-DD_HH-MM-SS.
@@ -308,10 +332,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
                     (sample_image(), None)
                 }
             };
-            let name = args
-                .save
-                .clone()
-                .unwrap_or_else(|| timestamp(now_seconds()));
+            let name = match &args.save {
+                Some(name) => name.clone(),
+                None => unused_run_name(&args.results_dir, &timestamp(now_seconds())),
+            };
             let plain_name = !name.is_empty()
                 && name != "."
                 && name != ".."
@@ -415,7 +439,19 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::timestamp;
+    use super::{timestamp, unused_run_name};
+
+    #[test]
+    fn run_name_skips_existing_folders() {
+        let dir = std::env::temp_dir().join(format!("singan-run-name-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(unused_run_name(&dir, "stamp"), "stamp");
+        std::fs::create_dir(dir.join("stamp")).unwrap();
+        assert_eq!(unused_run_name(&dir, "stamp"), "stamp-2");
+        std::fs::create_dir(dir.join("stamp-2")).unwrap();
+        assert_eq!(unused_run_name(&dir, "stamp"), "stamp-3");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn timestamp_formats_utc() {

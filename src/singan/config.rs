@@ -149,7 +149,7 @@ impl TrainConfig {
         ];
         for (option, value) in positive_floats {
             if !(value.is_finite() && value > 0.0) {
-                return Err(format!("{option} {value} must be a positive number"));
+                return Err(format!("{option} {value} must be a finite number above 0"));
             }
         }
         let non_negative = [

@@ -57,6 +57,20 @@ pub enum ImageIoError {
     },
 
     #[error(
+        "image file {} is {height}x{width} ({megapixels:.0} megapixels), above the limit of \
+         {limit} megapixels that this tool decodes; downscale it first (training resizes \
+         it to --max-size pixels, 250 by default, on the longer side)",
+        path.display()
+    )]
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        megapixels: f64,
+        limit: u64,
+    },
+
+    #[error(
         "image file {} decodes to {height}x{width} with no pixels; pass an image with at \
          least one pixel",
         path.display()
@@ -170,6 +184,11 @@ pub fn load_image(
 }
 
 /// Decodes `path` with the EXIF orientation applied.
+/// Largest image that [`load_image`] decodes, in millions of pixels. Decoding and converting
+/// to float planes takes about 20 bytes per pixel, so this caps that step near 2 GB; a
+/// 30000x30000 image would have needed 16 GB before being resized to a few hundred pixels.
+pub const MAX_MEGAPIXELS: u64 = 100;
+
 fn decode_upright(path: &Path) -> Result<DynamicImage, ImageIoError> {
     let file = File::open(path).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
@@ -218,6 +237,16 @@ fn decode_upright(path: &Path) -> Result<DynamicImage, ImageIoError> {
         source,
     };
     let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > MAX_MEGAPIXELS * 1_000_000 {
+        return Err(ImageIoError::TooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+            megapixels: f64::from(width) * f64::from(height) / 1e6,
+            limit: MAX_MEGAPIXELS,
+        });
+    }
     let orientation = decoder.orientation().map_err(decode_error)?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     image.apply_orientation(orientation);

@@ -233,8 +233,7 @@ pub fn train(
             config.num_steps + 1,
         );
         let header = format!(
-            "Scale #{}: {h}x{w}, {} features, noise amplitude {amplitude:.4}",
-            k + 1,
+            "Scale {k}: {h}x{w}, {} features, noise amplitude {amplitude:.4}",
             generator.width()
         );
         append_line(&run_dir.join("log.txt"), &header)?;

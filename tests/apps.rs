@@ -679,6 +679,26 @@ fn sr_trains_from_image() {
 }
 
 #[test]
+fn animate_rejects_frames_beyond_memory() {
+    let out = temp_dir("animate-huge");
+    let run = run_path();
+    let error = singan_error(&[
+        "animate",
+        text(&run),
+        "--frames",
+        "100000000",
+        "--out",
+        text(&out),
+    ]);
+    assert!(error.contains("--frames 100000000"), "{error}");
+    assert!(error.contains("use at most"), "{error}");
+    assert!(
+        !out.join("start_scale=0").exists(),
+        "the rejected animation created its folder"
+    );
+}
+
+#[test]
 fn animate_writes_gif_with_frames() {
     let out = temp_dir("animate");
     let run = run_path();

@@ -521,6 +521,24 @@ pub fn run_sr(args: SrArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Most memory that the frames of one animation may take. Every frame is kept, as three f32
+/// planes, until the GIF is encoded at the end.
+const MAX_FRAME_BYTES: usize = 4 << 30;
+
+/// Rejects a frame count whose frames of `size` would not fit [`MAX_FRAME_BYTES`].
+fn check_frame_memory(frames: usize, (height, width): (usize, usize)) -> Result<(), String> {
+    let frame_bytes = 3 * height * width * std::mem::size_of::<f32>();
+    let max_frames = MAX_FRAME_BYTES / frame_bytes.max(1);
+    if frames > max_frames {
+        return Err(format!(
+            "--frames {frames}: frames of {height}x{width} are kept in memory until the GIF is \
+             written, and {frames} of them would take {:.1} GB; use at most {max_frames} frames",
+            frames as f64 * frame_bytes as f64 / 1e9
+        ));
+    }
+    Ok(())
+}
+
 /// Runs `animate`.
 pub fn run_animate(args: AnimateArgs) -> Result<ExitCode, String> {
     let options = AnimationOptions {
@@ -534,6 +552,7 @@ pub fn run_animate(args: AnimateArgs) -> Result<ExitCode, String> {
     let device = resolve_device(args.device)?;
     let (mut model, last) = load_complete(&args.run_dir, "animate", &device)?;
     check_start_scale("animate", args.start_scale, 0, last).map_err(|e| e.to_string())?;
+    check_frame_memory(args.frames, model.info.pyramid.sizes[last])?;
     let out = output_folder(&args.out, &args.run_dir, "animate")?
         .join(format!("start_scale={}", args.start_scale));
     std::fs::create_dir_all(&out)

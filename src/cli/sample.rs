@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::Args;
 
@@ -73,8 +75,27 @@ pub fn run(args: SampleArgs) -> Result<ExitCode, String> {
     std::fs::create_dir_all(&out)
         .map_err(|e| format!("{}: cannot create the output folder: {e}", out.display()))?;
 
+    // Ctrl-C stops between two images, so no image file is left half-written and no temporary
+    // file is left behind.
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = Arc::clone(&stop);
+    let _ = ctrlc::set_handler(move || {
+        if handler_stop.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: stopping after the current image");
+    });
+
     let mut rng = Rng::new(args.seed);
     for index in 0..args.num_samples {
+        if stop.load(Ordering::SeqCst) {
+            eprintln!(
+                "interrupted: {index} of {} samples written to {}",
+                args.num_samples,
+                out.display()
+            );
+            return Ok(ExitCode::from(130));
+        }
         let image = sample(&mut model, &options, &mut rng).map_err(|e| e.to_string())?;
         let planes = tensor_to_planes(&image).map_err(|e| e.to_string())?;
         let path = out.join(format!("sample_{index:03}.png"));

@@ -154,8 +154,10 @@ pub fn train(
         model.to_device(&device)?;
         drop_unfinished_records(run_dir, model.info.finished_scales)?;
         let rng = Rng::from_state(model.info.rng_state);
+        // A finished run has nothing left to train, so it needs no critic.
         let critic = match model.info.finished_scales {
             0 => None,
+            _ if model.is_complete() => None,
             finished => {
                 let (mut critic, scale) = load_critic::<f32>(run_dir, model.info.config.padding)?;
                 critic.to_device(&device)?;

@@ -109,13 +109,17 @@ fn check_params<T: Element>(
     Ok(dims)
 }
 
-/// Builds the three training-mode gradients from taped ops, so they can be differentiated.
+/// Builds the training-mode gradients from taped ops, so they can be differentiated: the
+/// input gradient always, and the weight and bias gradients when `needs` asks for them. The
+/// gradient penalty differentiates the critic with respect to its input only, so skipping the
+/// two parameter gradients there saves full-size passes and their double backward.
 fn backward_taped<T: Element>(
     x: &Var<T>,
     weight: &Var<T>,
     grad_output: &Var<T>,
     eps: f64,
-) -> Result<[Var<T>; 3]> {
+    needs: &[bool],
+) -> Result<[Option<Var<T>>; 3]> {
     let channels = weight.dims()[0];
     let per_channel = [1, channels, 1, 1];
     let centered = x.sub(&x.mean_axes(&[0, 2, 3])?)?;
@@ -123,17 +127,25 @@ fn backward_taped<T: Element>(
     let inv_std = var.add_scalar(eps)?.sqrt()?.reciprocal_or_zero()?;
     let x_hat = centered.mul(&inv_std)?;
 
+    let g_x_hat = grad_output.mul(&x_hat)?;
     let mean_g = grad_output.mean_axes(&[0, 2, 3])?;
-    let mean_g_xhat = grad_output.mul(&x_hat)?.mean_axes(&[0, 2, 3])?;
+    let mean_g_xhat = g_x_hat.mean_axes(&[0, 2, 3])?;
     let inner = grad_output.sub(&mean_g)?.sub(&x_hat.mul(&mean_g_xhat)?)?;
-    let grad_input = inner.mul(&inv_std)?.mul(&weight.reshape(&per_channel)?)?;
+    // weight * inv_std is per channel, so the full-size tensor is multiplied once.
+    let factor = inv_std.mul(&weight.reshape(&per_channel)?)?;
+    let grad_input = inner.mul(&factor)?;
 
-    let grad_weight = grad_output
-        .mul(&x_hat)?
-        .sum_axes(&[0, 2, 3])?
-        .reshape(&[channels])?;
-    let grad_bias = grad_output.sum_axes(&[0, 2, 3])?.reshape(&[channels])?;
-    Ok([grad_input, grad_weight, grad_bias])
+    let grad_weight = if needs.get(1).copied().unwrap_or(true) {
+        Some(g_x_hat.sum_axes(&[0, 2, 3])?.reshape(&[channels])?)
+    } else {
+        None
+    };
+    let grad_bias = if needs.get(2).copied().unwrap_or(true) {
+        Some(grad_output.sum_axes(&[0, 2, 3])?.reshape(&[channels])?)
+    } else {
+        None
+    };
+    Ok([Some(grad_input), grad_weight, grad_bias])
 }
 
 /// Computes the three training-mode gradients with the fused kernel of the value's device.
@@ -235,11 +247,10 @@ impl<T: Element> Var<T> {
 
         let out = Var::from_op(OP, value, &[self, weight, bias], move |args| {
             let (x, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
-            let [grad_input, grad_weight, grad_bias] = if is_grad_enabled() {
-                backward_taped(x, w, g, eps)?
-            } else {
-                backward_fused(x, w, g, dims, &saved, e)?
-            };
+            if is_grad_enabled() {
+                return Ok(backward_taped(x, w, g, eps, args.needs)?.into());
+            }
+            let [grad_input, grad_weight, grad_bias] = backward_fused(x, w, g, dims, &saved, e)?;
             Ok(vec![Some(grad_input), Some(grad_weight), Some(grad_bias)])
         });
         let (mean, var) = stats;

@@ -421,7 +421,8 @@ def main(argv):
             sizes = pyramid_sizes(*SAMPLE_IMAGE_SIZE)
     except (OSError, ValueError) as error:
         sys.exit(f"cannot compute the pyramid: {error}")
-    scales = args.scales if args.scales is not None else list(range(len(sizes)))
+    # Each scale is timed once, in increasing order, as `singan bench iteration` does.
+    scales = sorted(set(args.scales)) if args.scales is not None else list(range(len(sizes)))
     for k in scales:
         if not 0 <= k < len(sizes):
             sys.exit(

@@ -47,10 +47,13 @@ pub fn run(command: BenchCommand) -> Result<ExitCode, String> {
     let config = TrainConfig::default();
     let pyramid = Pyramid::new((image.height, image.width), &config.pyramid_config())
         .map_err(|e| e.to_string())?;
-    let scales = args
+    let mut scales = args
         .scales
         .clone()
         .unwrap_or_else(|| (0..pyramid.sizes.len()).collect());
+    // Each scale is timed once, in increasing order, however the list was written.
+    scales.sort_unstable();
+    scales.dedup();
     if let Some(&bad) = scales.iter().find(|&&k| k >= pyramid.sizes.len()) {
         return Err(format!(
             "--scales: scale {bad} does not exist; this pyramid has scales 0 to {}",

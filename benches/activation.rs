@@ -9,15 +9,10 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{run_like_the_binary, time_op, Runs};
+use common::{print_memory_header, run_like_the_binary, time_memory_ops, MemoryOp};
 
 use singan::gradcheck::SeededNormal;
 use singan::{grad, Var};
-
-/// A named op to time, with its data volume in bytes, as a closure that runs it once.
-type TimedOp<'a> = (&'static str, f64, Box<dyn FnMut() + 'a>);
 
 /// SinGAN's activations at the coarsest, a middle and the finest scale of a 250x188 image:
 /// (channels, height, width), batch size 1.
@@ -67,24 +62,13 @@ fn verify_once() {
     );
 }
 
-/// Timed runs per op.
-const RUNS: Runs = Runs {
-    min_runs: 5,
-    max_runs: 1000,
-    budget: Duration::from_secs(2),
-};
-
 fn main() {
     run_like_the_binary(run);
 }
 
 fn run() {
     verify_once();
-    println!("device: cpu, threads: {}", rayon::current_num_threads());
-    println!(
-        "{:<22} {:<10} {:>10} {:>10} {:>9} {:>9}",
-        "shape (C, H, W)", "op", "median ms", "min ms", "MB", "GB/s"
-    );
+    print_memory_header();
     for (channels, h, w) in SHAPES {
         let dims = [1, channels, h, w];
         let mut rng = SeededNormal::new(1);
@@ -94,7 +78,7 @@ fn run() {
         let tensor_bytes = (channels * h * w * std::mem::size_of::<f32>()) as f64;
         let label = format!("({channels}, {h}, {w})");
 
-        let ops: [TimedOp<'_>; 2] = [
+        let ops: [MemoryOp<'_>; 2] = [
             (
                 "forward",
                 2.0 * tensor_bytes,
@@ -114,17 +98,6 @@ fn run() {
                 }),
             ),
         ];
-        for (name, bytes, op) in ops {
-            let (median, min) = time_op(&RUNS, op);
-            println!(
-                "{:<22} {:<10} {:>10.4} {:>10.4} {:>9.2} {:>9.1}",
-                label,
-                name,
-                median,
-                min,
-                bytes / 1e6,
-                bytes / 1e9 / (median / 1e3)
-            );
-        }
+        time_memory_ops(&label, ops);
     }
 }

@@ -28,12 +28,48 @@ pub fn time_op(runs: &Runs, mut op: impl FnMut()) -> (f64, f64) {
 }
 
 /// Runs `bench` the way the `singan` binary runs its commands: with glibc keeping freed memory,
-/// on a thread of a rayon pool. From a thread outside the pool each parallel op would wake a
-/// worker and sleep until it finished, which adds a context switch to every timed op.
+/// on a rayon worker thread, so that timed ops do not pay a worker wake-up each.
 pub fn run_like_the_binary(bench: impl FnOnce() + Send) {
     singan::tensor::keep_freed_memory();
-    rayon::ThreadPoolBuilder::new()
-        .build()
-        .expect("start the rayon worker threads")
-        .install(bench);
+    singan::ops::run_on_worker_thread(bench).expect("start the rayon worker threads");
+}
+
+/// A memory-bound op to time: its name, the bytes it reads and writes, and a closure that
+/// runs it once.
+#[allow(dead_code)] // The conv2d bench reports FLOPs and does not use this.
+pub type MemoryOp<'a> = (&'static str, f64, Box<dyn FnMut() + 'a>);
+
+/// Timed runs per memory-bound op.
+#[allow(dead_code)]
+pub const MEMORY_RUNS: Runs = Runs {
+    min_runs: 5,
+    max_runs: 1000,
+    budget: Duration::from_secs(2),
+};
+
+/// Prints the device line and the column header of a memory-bound bench.
+#[allow(dead_code)]
+pub fn print_memory_header() {
+    println!("device: cpu, threads: {}", rayon::current_num_threads());
+    println!(
+        "{:<22} {:<10} {:>10} {:>10} {:>9} {:>9}",
+        "shape (C, H, W)", "op", "median ms", "min ms", "MB", "GB/s"
+    );
+}
+
+/// Times each op and prints a row with its median, minimum, megabytes and GB/s.
+#[allow(dead_code)]
+pub fn time_memory_ops<'a>(label: &str, ops: impl IntoIterator<Item = MemoryOp<'a>>) {
+    for (name, bytes, op) in ops {
+        let (median, min) = time_op(&MEMORY_RUNS, op);
+        println!(
+            "{:<22} {:<10} {:>10.4} {:>10.4} {:>9.2} {:>9.1}",
+            label,
+            name,
+            median,
+            min,
+            bytes / 1e6,
+            bytes / 1e9 / (median / 1e3)
+        );
+    }
 }

@@ -521,7 +521,7 @@ pub fn run_sr(args: SrArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Most memory that the frames of one animation may take. Every frame is kept, as three f32
+/// Maximum memory that the frames of one animation may take. Every frame is kept, as three f32
 /// planes, until the GIF is encoded at the end.
 const MAX_FRAME_BYTES: usize = 4 << 30;
 

@@ -101,7 +101,10 @@ fn probe_cuda() -> Result<(singan::Device, String), String> {
 /// Parses the arguments, runs the command and maps its outcome to an exit status.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = on_worker_thread(move || dispatch(cli.command)).and_then(|outcome| outcome);
+    // The CPU kernels run fastest when called from a rayon worker thread.
+    let outcome = singan::ops::run_on_worker_thread(move || dispatch(cli.command))
+        .map_err(|error| error.to_string())
+        .and_then(|outcome| outcome);
     match outcome {
         Ok(code) => code,
         Err(message) => {
@@ -110,24 +113,6 @@ pub fn run() -> ExitCode {
         }
     }
 }
-
-/// Runs `work` on a thread of a rayon pool and returns its result.
-///
-/// The CPU kernels split their work with rayon. Called from a thread outside the pool, every
-/// parallel op hands its job to a worker and puts the caller to sleep until the job is done,
-/// which costs a context switch per op (most of the time of a small training iteration). From
-/// a worker thread the same call runs the first part of the job in place.
-fn on_worker_thread<R: Send>(work: impl FnOnce() -> R + Send) -> Result<R, String> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .thread_name(|index| format!("singan-worker-{index}"))
-        .stack_size(MAIN_THREAD_STACK_BYTES)
-        .build()
-        .map_err(|error| format!("failed to start the worker threads: {error}"))?;
-    Ok(pool.install(work))
-}
-
-/// Stack size of the worker threads: that of a Linux main thread (8 MiB).
-const MAIN_THREAD_STACK_BYTES: usize = 8 << 20;
 
 fn dispatch(command: Command) -> Result<ExitCode, String> {
     match command {

@@ -19,6 +19,27 @@ pub mod reduce;
 pub mod resize;
 pub mod shape;
 
+/// Runs `work` on a thread of a new rayon pool and returns its result.
+///
+/// The CPU kernels split their work with rayon. From a thread outside the pool, every parallel
+/// op hands its job to a worker and puts the caller to sleep until the job is done. That costs
+/// a context switch per op, which was most of the time of a small training iteration. From a
+/// worker thread the same call runs the first part of the job in place. The pool's size follows
+/// `RAYON_NUM_THREADS`, as rayon's global pool does.
+pub fn run_on_worker_thread<R: Send>(work: impl FnOnce() -> R + Send) -> crate::Result<R> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|index| format!("singan-worker-{index}"))
+        .stack_size(WORKER_STACK_BYTES)
+        .build()
+        .map_err(|error| {
+            crate::Error::Message(format!("failed to start the worker threads: {error}"))
+        })?;
+    Ok(pool.install(work))
+}
+
+/// Stack size of the worker threads: that of a Linux main thread (8 MiB).
+const WORKER_STACK_BYTES: usize = 8 << 20;
+
 /// Number of elements one rayon task handles in element-wise kernels.
 ///
 /// Work is split by this fixed size, never by the thread count, so results do not depend on how

@@ -451,7 +451,7 @@ fn untransform_outputs<T: Element>(
 struct OutputPtr<T>(*mut T);
 
 // SAFETY: the pointer is only used to write pixels of disjoint tiles, one task per tile, while
-// the owning buffer outlives the parallel loop.
+// the owning buffer (allocated with room for every pixel) outlives the parallel loop.
 unsafe impl<T: Send> Send for OutputPtr<T> {}
 unsafe impl<T: Send> Sync for OutputPtr<T> {}
 
@@ -467,11 +467,13 @@ impl<T> OutputPtr<T> {
 pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let out_plane = h_out * w_out;
-    let mut y = vec![T::ZERO; g.n * g.c_out * out_plane];
+    let y_len = g.n * g.c_out * out_plane;
     let grid = TileGrid::new(g);
     if grid.len() == 0 || g.n == 0 {
-        return y;
+        return vec![T::ZERO; y_len];
     }
+    // The tasks write every pixel exactly once, so `y` is not zero-filled first.
+    let mut y: Vec<T> = Vec::with_capacity(y_len);
     let u = Weights::new(transform_weights(weight, g.c_out, g.c_in), g);
     let group = group_len::<T>(g);
     let groups = grid.len().div_ceil(group);
@@ -515,8 +517,8 @@ pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
                     let plane = (image * g.c_out + o) * out_plane;
                     for (r, line) in [&top, &bottom].into_iter().enumerate() {
                         if row + r < h_out {
-                            // SAFETY: the row segment lies inside `y`, and only this task
-                            // writes this tile's pixels.
+                            // SAFETY: the row segment lies inside the capacity of `y`, and
+                            // only this task writes this tile's pixels.
                             unsafe {
                                 std::ptr::copy_nonoverlapping(
                                     line.as_ptr(),
@@ -530,6 +532,9 @@ pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
             }
         },
     );
+    // SAFETY: the tiles of every (image, group) task cover all output pixels of every channel,
+    // and each task wrote its pixels through `output`, so all `y_len` elements are initialized.
+    unsafe { y.set_len(y_len) };
     y
 }
 
@@ -659,8 +664,8 @@ pub fn weight_grad<T: Element>(x: &[T], grad_output: &[T], g: &ConvGeometry) -> 
     untransform_weight_grad(&sum, c_out, c_in)
 }
 
-/// Computes `G^T dU G` for every channel pair of the position-major `du`; rows of `G^T` are
-/// (1, 1/2, 1/2, 0), (0, 1/2, -1/2, 0) and (0, 1/2, 1/2, 1).
+/// Computes `G^T dU G` for every channel pair of the position-major `du`. The rows of `G^T`
+/// are (1, 1/2, 1/2, 0), (0, 1/2, -1/2, 0) and (0, 1/2, 1/2, 1).
 fn untransform_weight_grad<T: Element>(du: &[T], c_out: usize, c_in: usize) -> Vec<T> {
     let half = T::from_f64(0.5);
     let combine = |v: [T; 4]| -> [T; 3] {

@@ -124,8 +124,8 @@ unsafe fn multiply_avx512(
             let count = (len - first_tile).min(TILE_BLOCK);
             for block in 0..blocks {
                 // SAFETY (for the whole block): tiles first_tile..first_tile + count lie in
-                // 0..len, channels in 0..c_in and outputs in 0..c_out, inside the buffers that
-                // `multiply` checked; masked lanes are neither read nor written.
+                // 0..len, channels in 0..c_in and outputs in 0..c_out, which are inside the
+                // buffers that `multiply` checked. Masked lanes are neither read nor written.
                 unsafe {
                     let block_weights = weights.add(block * c_in * CHANNEL_BLOCK);
                     let mut sums = [[_mm512_setzero_ps(); 2]; CHANNEL_BLOCK];

@@ -1,7 +1,7 @@
 //! Rayon kernels for element-wise and broadcasting binary ops.
 //!
-//! Outputs are written into fresh, unzeroed allocations: every kernel here writes each output
-//! element exactly once, so zero-filling them first would only add a pass over memory.
+//! Outputs are written into fresh allocations that are not zero-filled first, because each
+//! kernel here writes every output element once (its SAFETY comment says why).
 
 use std::mem::MaybeUninit;
 

@@ -110,7 +110,7 @@ fn check_params<T: Element>(
 }
 
 /// Builds the training-mode gradients from taped ops, so they can be differentiated: the
-/// input gradient always, and the weight and bias gradients when `needs` asks for them. The
+/// input gradient always, and the weight and bias gradients when `needs` marks them as needed. The
 /// gradient penalty differentiates the critic with respect to its input only, so skipping the
 /// two parameter gradients there saves full-size passes and their double backward.
 fn backward_taped<T: Element>(

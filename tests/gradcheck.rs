@@ -113,6 +113,8 @@ grad_tests! { 8;
 
 grad_tests! { 3;
     gradient_penalty_second_order: "gradient_penalty", 2;
+    batch_norm_input_grad_second_order: "batch_norm_input_grad", 2;
+    batch_norm_input_grad_third_order: "batch_norm_input_grad", 3;
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use super::{second_order, CheckSetup, LossFn, SeededNormal};
 use crate::autograd::{grad, Var};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::shape::Margins;
 use crate::tensor::Tensor;
 
@@ -61,6 +61,9 @@ impl CaseDims {
 /// Builds a case's inputs and loss at the given sizes from a seeded source.
 type CaseBuilder = fn(&CaseDims, &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn);
 
+/// Second-order cases whose builders differentiate twice themselves.
+const SECOND_ORDER_BUILDERS: [&str; 2] = ["gradient_penalty", "batch_norm_input_grad"];
+
 /// One gradient check: an op, the order of differentiation and how to build it.
 pub struct GradCase {
     pub name: &'static str,
@@ -73,7 +76,7 @@ impl GradCase {
     pub fn setup(&self, dims: &CaseDims) -> CheckSetup {
         let mut rng = SeededNormal::new(dims.seed);
         let (inputs, loss) = (self.build)(dims, &mut rng);
-        let loss = if self.order == 2 && self.name != "gradient_penalty" {
+        let loss = if self.order == 2 && !SECOND_ORDER_BUILDERS.contains(&self.name) {
             let directions = inputs.iter().map(|t| rng.tensor(t.dims())).collect();
             second_order(loss, directions)
         } else {
@@ -156,6 +159,41 @@ fn batch_norm_train(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, 
         Ok(x[0].batch_norm_train(&x[1], &x[2], 1e-5)?.0)
     });
     (inputs, loss)
+}
+
+/// Builds `sum(v * dL/dx)` for `L = sum((q * batch_norm_train(x))^2) / 2`, differentiated with
+/// respect to the input only, as a gradient penalty does. The gradient that reaches the batch
+/// norm's output, `q^2 y`, depends on every input, so all three derivatives of the recorded input
+/// gradient are exercised.
+fn batch_norm_input_grad(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn) {
+    let mut gamma = rng.tensor(&[d.c_in]);
+    for v in gamma.data_mut() {
+        *v += 1.0;
+    }
+    let inputs = vec![rng.tensor(&d.input()), gamma, rng.tensor(&[d.c_in])];
+    let (q, v) = (rng.tensor(&d.input()), rng.tensor(&d.input()));
+    let loss: LossFn = Box::new(move |x: &[Var<f64>]| {
+        let device = x[0].value().device();
+        let (q, v) = (
+            Var::constant(q.to_device(&device)?),
+            Var::constant(v.to_device(&device)?),
+        );
+        let y = x[0].batch_norm_train(&x[1], &x[2], 1e-5)?.0;
+        let inner = y.mul(&q)?.square()?.sum()?.mul_scalar(0.5)?;
+        let input_grad = grad(&[inner], &x[..1], None, true)?
+            .remove(0)
+            .ok_or_else(|| Error::invalid("gradcheck", "batch norm ignores its input"))?;
+        input_grad.mul(&v)?.sum()
+    });
+    (inputs, loss)
+}
+
+/// Wraps [`batch_norm_input_grad`] once more: a third derivative through the recorded input
+/// gradient.
+fn batch_norm_input_grad_third(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn) {
+    let (inputs, loss) = batch_norm_input_grad(d, rng);
+    let directions = inputs.iter().map(|t| rng.tensor(t.dims())).collect();
+    (inputs, second_order(loss, directions))
 }
 
 fn batch_norm_eval(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn) {
@@ -409,8 +447,9 @@ fn gradient_penalty(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, 
     (inputs, loss)
 }
 
-/// Lists every check: first order for every op and second order for the ops a gradient penalty
-/// differentiates twice.
+/// Lists every check: first order for every op, second order for the ops a gradient penalty
+/// differentiates twice, and third order for the recorded batch-norm input gradient, whose own
+/// backward is a closed form.
 pub fn all_cases() -> Vec<GradCase> {
     let first: [(&'static str, CaseBuilder); 28] = [
         ("conv2d", conv2d),
@@ -442,7 +481,7 @@ pub fn all_cases() -> Vec<GradCase> {
         ("mse", mse),
         ("bce_with_logits", bce_with_logits),
     ];
-    let second: [(&'static str, CaseBuilder); 10] = [
+    let second: [(&'static str, CaseBuilder); 11] = [
         ("conv2d", conv2d),
         ("conv2d_input_grad", conv2d_input_grad),
         ("conv2d_weight_grad", conv2d_weight_grad),
@@ -452,6 +491,7 @@ pub fn all_cases() -> Vec<GradCase> {
         ("channel_norm", channel_norm),
         ("square", square),
         ("mean", mean),
+        ("batch_norm_input_grad", batch_norm_input_grad),
         ("gradient_penalty", gradient_penalty),
     ];
     let mut cases: Vec<GradCase> = first
@@ -467,5 +507,10 @@ pub fn all_cases() -> Vec<GradCase> {
         order: 2,
         build,
     }));
+    cases.push(GradCase {
+        name: "batch_norm_input_grad",
+        order: 3,
+        build: batch_norm_input_grad_third,
+    });
     cases
 }

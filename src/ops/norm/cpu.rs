@@ -163,3 +163,169 @@ pub fn backward<T: Element>(
         grad_bias: sums.iter().map(|s| s.0).collect(),
     }
 }
+
+/// Gradients of the training-mode input gradient `grad_input(x, weight, g)` of [`backward`],
+/// given an upstream gradient `r` of `grad_input`.
+pub struct InputGradGrads<T> {
+    /// With respect to the batch-norm input `x`, when asked for.
+    pub x: Option<Vec<T>>,
+    /// With respect to the batch-norm weight, one per channel.
+    pub weight: Vec<T>,
+    /// With respect to the gradient `g` that flowed into the batch norm's output, when asked for.
+    pub grad_output: Option<Vec<T>>,
+}
+
+/// Differentiates `grad_input = weight s (g - <g> - x_hat <g x_hat>)` (per channel, `<.>` the
+/// mean over `(N, H, W)`), weighted by the upstream gradient `r`. With `A = <r g> - <r><g>`:
+///
+/// * `d/dg = weight s (r - <r> - x_hat <r x_hat>)`, the first backward applied to `r`;
+/// * `d/dweight = s N (A - <r x_hat><g x_hat>)`;
+/// * `d/dx = weight s^2 (x_hat (3 <r x_hat><g x_hat> - A) - (r - <r>) <g x_hat>
+///   - <r x_hat> (g - <g>))`, from the dependence of the mean, `s` and `x_hat` on `x`.
+///
+/// `sums` holds the per-channel `sum(g)` and `sum(g x_hat)` from the first backward (its
+/// `grad_bias` and `grad_weight`). One pass sums the three products of `r`, and a second writes
+/// the requested full-size gradients.
+#[allow(clippy::too_many_arguments)]
+pub fn input_grad_backward<T: Element>(
+    x: &[T],
+    grad_output: &[T],
+    upstream: &[T],
+    dims: [usize; 4],
+    weight: &[T],
+    stats: &ChannelStats<T>,
+    sums: &BatchNormGrads<T>,
+    eps: T,
+    needs: (bool, bool),
+) -> InputGradGrads<T> {
+    let [n, c, h, w] = dims;
+    let plane = h * w;
+    let count = (n * plane) as f64;
+    let mean_and_scale = |channel: usize| {
+        let inv_std = T::ONE / (stats.var[channel] + eps).sqrt();
+        (stats.mean[channel], inv_std)
+    };
+    // Per channel: sum(r), sum(r x_hat), sum(r g).
+    let upstream_sums: Vec<[f64; 3]> = (0..c)
+        .into_par_iter()
+        .map(|channel| {
+            let (mean, inv_std) = mean_and_scale(channel);
+            let mut totals = [0.0f64; 3];
+            for image in 0..n {
+                let range = (image * c + channel) * plane..(image * c + channel + 1) * plane;
+                let (r, v, g) = (
+                    &upstream[range.clone()],
+                    &x[range.clone()],
+                    &grad_output[range],
+                );
+                totals[0] += lane_sum(r, |r| r.to_f64());
+                // Eight partial sums of each product, as in `lane_sum`.
+                let mut lanes = [[0.0f64; LANES]; 2];
+                let mut add = |r: &[T], v: &[T], g: &[T]| {
+                    for (lane, ((&r, &v), &g)) in r.iter().zip(v).zip(g).enumerate() {
+                        lanes[0][lane] += (r * (v - mean) * inv_std).to_f64();
+                        lanes[1][lane] += (r * g).to_f64();
+                    }
+                };
+                let tail = plane - plane % LANES;
+                let blocks = r[..tail].chunks_exact(LANES).zip(v.chunks_exact(LANES));
+                for ((r, v), g) in blocks.zip(g.chunks_exact(LANES)) {
+                    add(r, v, g);
+                }
+                add(&r[tail..], &v[tail..], &g[tail..]);
+                totals[1] += lanes[0].iter().sum::<f64>();
+                totals[2] += lanes[1].iter().sum::<f64>();
+            }
+            totals
+        })
+        .collect();
+
+    // Per channel, each output as a combination of x_hat, r and g plus a constant.
+    struct Coefficients<T> {
+        mean: T,
+        inv_std: T,
+        x: [T; 4],
+        grad_output: [T; 3],
+    }
+    let mut grad_weight = Vec::with_capacity(c);
+    let coefficients: Vec<Coefficients<T>> = (0..c)
+        .map(|channel| {
+            let (mean, inv_std) = mean_and_scale(channel);
+            let s = inv_std.to_f64();
+            let gamma = weight[channel].to_f64();
+            let mean_g = sums.grad_bias[channel].to_f64() / count;
+            let mean_g_xhat = sums.grad_weight[channel].to_f64() / count;
+            let [sum_r, sum_r_xhat, sum_r_g] = upstream_sums[channel];
+            let (mean_r, mean_r_xhat) = (sum_r / count, sum_r_xhat / count);
+            let a = sum_r_g / count - mean_r * mean_g;
+            grad_weight.push(T::from_f64(s * count * (a - mean_r_xhat * mean_g_xhat)));
+            let k = gamma * s * s;
+            let x = [
+                k * (3.0 * mean_r_xhat * mean_g_xhat - a),
+                -k * mean_g_xhat,
+                -k * mean_r_xhat,
+                k * (mean_r * mean_g_xhat + mean_r_xhat * mean_g),
+            ];
+            let grad_output = [-gamma * s * mean_r_xhat, gamma * s, -gamma * s * mean_r];
+            Coefficients {
+                mean,
+                inv_std,
+                x: x.map(T::from_f64),
+                grad_output: grad_output.map(T::from_f64),
+            }
+        })
+        .collect();
+
+    let (needs_x, needs_grad_output) = needs;
+    let full = |wanted: bool| {
+        if wanted {
+            vec![T::ZERO; x.len()]
+        } else {
+            Vec::new()
+        }
+    };
+    let (mut grad_x, mut grad_g) = (full(needs_x), full(needs_grad_output));
+    if plane > 0 {
+        let planes = n * c;
+        plane_slots(&mut grad_x, plane, planes)
+            .into_par_iter()
+            .zip(plane_slots(&mut grad_g, plane, planes))
+            .enumerate()
+            .for_each(|(index, (out_x, out_g))| {
+                let k = &coefficients[index % c];
+                let range = index * plane..(index + 1) * plane;
+                let (r, v, g) = (
+                    &upstream[range.clone()],
+                    &x[range.clone()],
+                    &grad_output[range],
+                );
+                if let Some(out_x) = out_x {
+                    let [ax, ar, ag, a0] = k.x;
+                    for (((o, &r), &v), &g) in out_x.iter_mut().zip(r).zip(v).zip(g) {
+                        *o = ax * ((v - k.mean) * k.inv_std) + ar * r + ag * g + a0;
+                    }
+                }
+                if let Some(out_g) = out_g {
+                    let [bx, br, b0] = k.grad_output;
+                    for ((o, &r), &v) in out_g.iter_mut().zip(r).zip(v) {
+                        *o = bx * ((v - k.mean) * k.inv_std) + br * r + b0;
+                    }
+                }
+            });
+    }
+    InputGradGrads {
+        x: needs_x.then_some(grad_x),
+        weight: grad_weight,
+        grad_output: needs_grad_output.then_some(grad_g),
+    }
+}
+
+/// Splits `buffer` into `planes` planes of `plane` elements, or gives `planes` empty slots when
+/// the buffer is empty (an output that was not asked for).
+fn plane_slots<T>(buffer: &mut [T], plane: usize, planes: usize) -> Vec<Option<&mut [T]>> {
+    if buffer.is_empty() {
+        (0..planes).map(|_| None).collect()
+    } else {
+        buffer.chunks_mut(plane).map(Some).collect()
+    }
+}

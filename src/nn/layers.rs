@@ -120,16 +120,34 @@ impl<T: Element> BatchNorm2d<T> {
     }
 
     pub fn forward(&mut self, x: &Var<T>) -> Result<Var<T>> {
+        self.forward_then(x, None)
+    }
+
+    /// Applies the layer and then a leaky ReLU with `slope`, fused into one op where the
+    /// backend supports it (see [`Var::batch_norm_train_leaky_relu`]).
+    pub fn forward_leaky_relu(&mut self, x: &Var<T>, slope: f64) -> Result<Var<T>> {
+        self.forward_then(x, Some(slope))
+    }
+
+    fn forward_then(&mut self, x: &Var<T>, slope: Option<f64>) -> Result<Var<T>> {
         if !self.training {
-            return x.batch_norm_eval(
+            let out = x.batch_norm_eval(
                 self.weight.var(),
                 self.bias.var(),
                 &self.running_mean,
                 &self.running_var,
                 self.eps,
-            );
+            )?;
+            return match slope {
+                Some(slope) => out.leaky_relu(slope),
+                None => Ok(out),
+            };
         }
-        let (out, stats) = x.batch_norm_train(self.weight.var(), self.bias.var(), self.eps)?;
+        let (weight, bias) = (self.weight.var(), self.bias.var());
+        let (out, stats) = match slope {
+            Some(slope) => x.batch_norm_train_leaky_relu(weight, bias, self.eps, slope)?,
+            None => x.batch_norm_train(weight, bias, self.eps)?,
+        };
         stats.update_running(&mut self.running_mean, &mut self.running_var, self.momentum)?;
         self.num_batches_tracked += 1;
         Ok(out)
@@ -203,7 +221,7 @@ impl<T: Element> ConvBlock<T> {
 
     pub fn forward(&mut self, x: &Var<T>) -> Result<Var<T>> {
         let y = self.conv.forward(x)?;
-        self.batch_norm.forward(&y)?.leaky_relu(self.slope)
+        self.batch_norm.forward_leaky_relu(&y, self.slope)
     }
 }
 

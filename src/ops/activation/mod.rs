@@ -107,7 +107,7 @@ impl<T: Element> Var<T> {
 }
 
 /// Multiplies `g` by the leaky ReLU mask of the constant `x`; this is its own backward.
-fn leaky_mask_mul<T: Element>(g: &Var<T>, x: &Tensor<T>, slope: f64) -> Result<Var<T>> {
+pub(crate) fn leaky_mask_mul<T: Element>(g: &Var<T>, x: &Tensor<T>, slope: f64) -> Result<Var<T>> {
     let value = leaky_mask_values(g.value(), x, T::from_f64(slope))?;
     let mask_input = x.clone();
     Ok(Var::from_op(

@@ -5,8 +5,10 @@
 
 use rayon::prelude::*;
 
+use crate::element::DType;
 use crate::element::Element;
-use crate::ops::reduce::cpu::{lane_sum, LANES};
+use crate::ops::elementwise::cpu::filled_vec;
+use crate::ops::reduce::cpu::{lane_sum, lane_sums};
 
 /// Per-channel batch statistics: mean and biased variance over `(N, H, W)`.
 #[derive(Clone, Debug)]
@@ -30,21 +32,39 @@ fn for_planes<'a, T>(
     }
 }
 
-/// Computes each channel's mean and biased variance (two passes, for accuracy).
+/// Computes each channel's mean and biased variance.
+///
+/// `f32` data is read once: the sums of the values and of their squares, both in f64, give
+/// the variance as `E[x^2] - E[x]^2`. The cancellation in that difference loses about
+/// `log10(mean^2 / var)` of f64's 16 digits, far fewer than f32 keeps. `f64` data, the
+/// precision of the gradient checks and reference comparisons, takes a second pass over
+/// `x - mean`.
 pub fn channel_stats<T: Element>(x: &[T], dims: [usize; 4]) -> ChannelStats<T> {
     let [n, c, h, w] = dims;
     let plane = h * w;
     let count = (n * plane) as f64;
+    let one_pass = T::DTYPE == DType::F32;
     let stats: Vec<(T, T)> = (0..c)
         .into_par_iter()
         .map(|channel| {
-            // Sums run in f64 so the statistics of a large f32 channel keep f32 accuracy.
-            let mut total = 0.0f64;
+            let (mut total, mut squares) = (0.0f64, 0.0f64);
+            if one_pass {
+                for_planes(x, c, plane, channel, |_, values| {
+                    let [sum, sum_squares] = lane_sums(values, values, values, |v, _, _| {
+                        let v = v.to_f64();
+                        [v, v * v]
+                    });
+                    total += sum;
+                    squares += sum_squares;
+                });
+                let mean = total / count;
+                let var = (squares / count - mean * mean).max(0.0);
+                return (T::from_f64(mean), T::from_f64(var));
+            }
             for_planes(x, c, plane, channel, |_, values| {
                 total += lane_sum(values, |v| v.to_f64())
             });
             let mean = total / count;
-            let mut squares = 0.0f64;
             for_planes(x, c, plane, channel, |_, values| {
                 squares += lane_sum(values, |v| {
                     let d = v.to_f64() - mean;
@@ -60,25 +80,57 @@ pub fn channel_stats<T: Element>(x: &[T], dims: [usize; 4]) -> ChannelStats<T> {
     }
 }
 
-/// Computes `y = scale[c] * x + shift[c]` for every element of channel `c`.
-pub fn scale_shift<T: Element>(x: &[T], dims: [usize; 4], scale: &[T], shift: &[T]) -> Vec<T> {
+/// Computes `g * (z > 0 ? 1 : slope)`: the gradient before a leaky ReLU with output `z`, which
+/// is positive exactly where the ReLU's input is (for a positive slope).
+#[inline]
+fn leaky_mask<T: Element>(g: T, z: T, slope: T) -> T {
+    if z > T::ZERO {
+        g
+    } else {
+        g * slope
+    }
+}
+
+/// Computes `y = max(scale[c] * x + shift[c], slope * (scale[c] * x + shift[c]))` per
+/// channel `c`: batch norm with a fused leaky ReLU (`slope` in (0, 1]), or without one when
+/// `slope` is `None`.
+pub fn normalize<T: Element>(
+    x: &[T],
+    dims: [usize; 4],
+    scale: &[T],
+    shift: &[T],
+    slope: Option<T>,
+) -> Vec<T> {
     let [_, c, h, w] = dims;
     let plane = h * w;
-    let mut y = vec![T::ZERO; x.len()];
-    if plane == 0 {
-        return y;
-    }
-    y.par_chunks_mut(plane)
-        .zip(x.par_chunks(plane))
-        .enumerate()
-        .for_each(|(index, (y, x))| {
-            let channel = index % c;
-            let (a, b) = (scale[channel], shift[channel]);
-            for (out, &v) in y.iter_mut().zip(x) {
-                *out = a * v + b;
+    // SAFETY: `y` and `x` split into planes of equal lengths, so every element is written.
+    unsafe {
+        filled_vec(x.len(), |y| {
+            if plane == 0 {
+                return;
             }
-        });
-    y
+            y.par_chunks_mut(plane)
+                .zip(x.par_chunks(plane))
+                .enumerate()
+                .for_each(|(index, (y, x))| {
+                    let channel = index % c;
+                    let (a, b) = (scale[channel], shift[channel]);
+                    match slope {
+                        None => {
+                            for (out, &v) in y.iter_mut().zip(x) {
+                                out.write(a * v + b);
+                            }
+                        }
+                        Some(slope) => {
+                            for (out, &v) in y.iter_mut().zip(x) {
+                                let u = a * v + b;
+                                out.write(if u > T::ZERO { u } else { u * slope });
+                            }
+                        }
+                    }
+                });
+        })
+    }
 }
 
 /// Gradients of training-mode batch norm, all three at once.
@@ -92,9 +144,14 @@ pub struct BatchNormGrads<T> {
 /// and `x_hat = (x - mean) s`:
 /// `grad_input = weight s (g - mean(g) - x_hat mean(g x_hat))`, `grad_weight = sum(g x_hat)`,
 /// `grad_bias = sum(g)`.
+///
+/// With `mask = Some((z, slope))`, a leaky ReLU output `z` follows the batch norm and
+/// `grad_output` is the gradient of `z`. Then `g = grad_output * (z > 0 ? 1 : slope)`, formed
+/// on the fly.
 pub fn backward<T: Element>(
     x: &[T],
     grad_output: &[T],
+    mask: Option<(&[T], T)>,
     dims: [usize; 4],
     weight: &[T],
     stats: &ChannelStats<T>,
@@ -114,26 +171,24 @@ pub fn backward<T: Element>(
             for image in 0..n {
                 let start = (image * c + channel) * plane;
                 let (g, v) = (&grad_output[start..start + plane], &x[start..start + plane]);
-                sum_g += lane_sum(g, |g| g.to_f64());
-                let mut lanes = [0.0f64; LANES];
-                let pairs = g.chunks_exact(LANES).zip(v.chunks_exact(LANES));
-                for (g, v) in pairs {
-                    for ((lane, &g), &v) in lanes.iter_mut().zip(g).zip(v) {
-                        *lane += (g * (v - mean) * inv_std).to_f64();
-                    }
-                }
-                let tail = plane - plane % LANES;
-                for ((lane, &g), &v) in lanes.iter_mut().zip(&g[tail..]).zip(&v[tail..]) {
-                    *lane += (g * (v - mean) * inv_std).to_f64();
-                }
-                sum_g_xhat += lanes.iter().sum::<f64>();
+                let products = |g: T, v: T| [g.to_f64(), (g * (v - mean) * inv_std).to_f64()];
+                let [g_sum, g_xhat_sum] = match mask {
+                    None => lane_sums(g, v, v, |g, v, _| products(g, v)),
+                    Some((z, slope)) => lane_sums(g, v, &z[start..start + plane], |g, v, z| {
+                        products(leaky_mask(g, z, slope), v)
+                    }),
+                };
+                sum_g += g_sum;
+                sum_g_xhat += g_xhat_sum;
             }
             (T::from_f64(sum_g), T::from_f64(sum_g_xhat))
         })
         .collect();
 
-    let mut grad_input = vec![T::ZERO; x.len()];
-    if plane > 0 {
+    let fill = |grad_input: &mut [std::mem::MaybeUninit<T>]| {
+        if plane == 0 {
+            return;
+        }
         grad_input
             .par_chunks_mut(plane)
             .enumerate()
@@ -147,16 +202,30 @@ pub fn backward<T: Element>(
                 let (sum_g, sum_g_xhat) = sums[channel];
                 let (mean_g, mean_g_xhat) = (sum_g / count, sum_g_xhat / count);
                 let factor = weight[channel] * inv_std;
-                for ((o, &g), &v) in out
+                let pairs = out
                     .iter_mut()
                     .zip(&grad_output[start..start + plane])
-                    .zip(&x[start..start + plane])
-                {
+                    .zip(&x[start..start + plane]);
+                let grad = |g: T, v: T| {
                     let x_hat = (v - mean) * inv_std;
-                    *o = factor * (g - mean_g - x_hat * mean_g_xhat);
+                    factor * (g - mean_g - x_hat * mean_g_xhat)
+                };
+                match mask {
+                    None => {
+                        for ((o, &g), &v) in pairs {
+                            o.write(grad(g, v));
+                        }
+                    }
+                    Some((z, slope)) => {
+                        for (((o, &g), &v), &z) in pairs.zip(&z[start..start + plane]) {
+                            o.write(grad(leaky_mask(g, z, slope), v));
+                        }
+                    }
                 }
             });
-    }
+    };
+    // SAFETY: the planes cover the buffer and each is written in full.
+    let grad_input = unsafe { filled_vec(x.len(), fill) };
     BatchNormGrads {
         grad_input,
         grad_weight: sums.iter().map(|s| s.1).collect(),
@@ -183,9 +252,9 @@ pub struct InputGradGrads<T> {
 /// * `d/dx = weight s^2 (x_hat (3 <r x_hat><g x_hat> - A) - (r - <r>) <g x_hat>
 ///   - <r x_hat> (g - <g>))`, from the dependence of the mean, `s` and `x_hat` on `x`.
 ///
-/// `sums` holds the per-channel `sum(g)` and `sum(g x_hat)` from the first backward (its
-/// `grad_bias` and `grad_weight`). One pass sums the three products of `r`, and a second writes
-/// the requested full-size gradients.
+/// `sums` is the first backward's result, whose `grad_bias` and `grad_weight` are the
+/// per-channel `sum(g)` and `sum(g x_hat)`. One pass sums the three products of `r`, and a
+/// second writes the requested full-size gradients.
 #[allow(clippy::too_many_arguments)]
 pub fn input_grad_backward<T: Element>(
     x: &[T],
@@ -219,22 +288,12 @@ pub fn input_grad_backward<T: Element>(
                     &grad_output[range],
                 );
                 totals[0] += lane_sum(r, |r| r.to_f64());
-                // Eight partial sums of each product, as in `lane_sum`.
-                let mut lanes = [[0.0f64; LANES]; 2];
-                let mut add = |r: &[T], v: &[T], g: &[T]| {
-                    for (lane, ((&r, &v), &g)) in r.iter().zip(v).zip(g).enumerate() {
-                        lanes[0][lane] += (r * (v - mean) * inv_std).to_f64();
-                        lanes[1][lane] += (r * g).to_f64();
-                    }
-                };
-                let tail = plane - plane % LANES;
-                let blocks = r[..tail].chunks_exact(LANES).zip(v.chunks_exact(LANES));
-                for ((r, v), g) in blocks.zip(g.chunks_exact(LANES)) {
-                    add(r, v, g);
-                }
-                add(&r[tail..], &v[tail..], &g[tail..]);
-                totals[1] += lanes[0].iter().sum::<f64>();
-                totals[2] += lanes[1].iter().sum::<f64>();
+                // sum(r x_hat) and sum(r g): r pairs with x, then with g, in one pass.
+                let [r_xhat, r_g] = lane_sums(r, v, g, |r, v, g| {
+                    [(r * (v - mean) * inv_std).to_f64(), (r * g).to_f64()]
+                });
+                totals[1] += r_xhat;
+                totals[2] += r_g;
             }
             totals
         })

@@ -1,10 +1,12 @@
 //! Batch normalisation over the channel axis of `(N, C, H, W)` tensors.
 //!
 //! Training mode normalises with the batch mean and biased variance of each channel. Its first
-//! backward runs as one fused kernel (rayon on the CPU, `batchnorm_bwd` on a GPU); when the backward pass is itself being recorded (a
-//! gradient penalty), it is built from taped ops instead, so that the input gradient can be
-//! differentiated through the mean, the variance and the weight. Inference mode uses fixed
-//! running statistics and is composed from taped ops.
+//! backward runs as one fused kernel (rayon on the CPU, `batchnorm_bwd` on a GPU). When the
+//! backward pass is itself being recorded (a gradient penalty), the input gradient must be
+//! differentiable through the mean, the variance and the weight. On the CPU it is then one op
+//! with a closed-form backward; on a GPU, and when parameter gradients are recorded too, it is
+//! built from taped ops. On the CPU a following leaky ReLU can be fused in as well. Inference
+//! mode uses fixed running statistics and is composed from taped ops.
 
 pub(crate) mod cpu;
 pub(crate) mod cuda;
@@ -12,6 +14,7 @@ pub(crate) mod cuda;
 use crate::autograd::{is_grad_enabled, Var};
 use crate::element::Element;
 use crate::error::{Error, Result};
+use crate::ops::activation::leaky_mask_mul;
 use crate::tensor::{same_device, Tensor};
 
 /// Per-channel statistics of one training-mode batch norm call, on the input's device.
@@ -163,7 +166,8 @@ fn input_grad_recorded<T: Element>(
     const OP: &str = "batch_norm_input_grad";
     let e = T::from_f64(eps);
     let (xv, wv, gv) = (x.value(), weight.value(), grad_output.value());
-    let mut sums = cpu::backward(xv.as_slice(), gv.as_slice(), dims, wv.as_slice(), &stats, e);
+    let (xs, gs, ws) = (xv.as_slice(), gv.as_slice(), wv.as_slice());
+    let mut sums = cpu::backward(xs, gs, None, dims, ws, &stats, e);
     let value = Tensor::from_vec(xv.shape(), std::mem::take(&mut sums.grad_input))?;
     let inputs = [x, weight, grad_output];
     Ok(Var::from_op(OP, value, &inputs, move |args| {
@@ -206,6 +210,7 @@ fn backward_fused<T: Element>(
     x: &Var<T>,
     weight: &Var<T>,
     grad_output: &Var<T>,
+    mask: Option<(&Tensor<T>, T)>,
     dims: [usize; 4],
     saved: &SavedStats<T>,
     eps: T,
@@ -216,7 +221,9 @@ fn backward_fused<T: Element>(
     same_device(OP, &[x, w, g])?;
     let (grad_input, grad_weight, grad_bias) = match saved {
         SavedStats::Cpu(stats) => {
-            let grads = cpu::backward(x.as_slice(), g.as_slice(), dims, w.as_slice(), stats, eps);
+            let mask = mask.map(|(z, slope)| (z.as_slice(), slope));
+            let slices = (x.as_slice(), g.as_slice(), w.as_slice());
+            let grads = cpu::backward(slices.0, slices.1, mask, dims, slices.2, stats, eps);
             (
                 Tensor::from_vec(x.shape(), grads.grad_input)?,
                 Tensor::from_vec(channels, grads.grad_weight)?,
@@ -256,11 +263,46 @@ impl<T: Element> Var<T> {
         bias: &Var<T>,
         eps: f64,
     ) -> Result<(Var<T>, BatchStats<T>)> {
-        const OP: &str = "batch_norm_train";
-        let dims = check_params(OP, self, weight, bias)?;
+        self.batch_norm_train_then(weight, bias, eps, None)
+    }
+
+    /// Applies [`Var::batch_norm_train`] and then a leaky ReLU with `slope` in (0, 1]. On the
+    /// CPU the two are one op: the normalised values are never stored, and the backward applies
+    /// the ReLU's mask (read from the output, positive where the normalised value is) inside
+    /// the batch-norm kernels. That saves two full-size passes each way. Elsewhere, and for
+    /// other slopes, it runs the two ops.
+    pub fn batch_norm_train_leaky_relu(
+        &self,
+        weight: &Var<T>,
+        bias: &Var<T>,
+        eps: f64,
+        slope: f64,
+    ) -> Result<(Var<T>, BatchStats<T>)> {
+        let on_cpu = !self.value().device().is_cuda();
+        if on_cpu && slope > 0.0 && slope <= 1.0 {
+            return self.batch_norm_train_then(weight, bias, eps, Some(slope));
+        }
+        let (normalized, stats) = self.batch_norm_train(weight, bias, eps)?;
+        Ok((normalized.leaky_relu(slope)?, stats))
+    }
+
+    /// Training-mode batch norm, followed on the CPU by a leaky ReLU with `slope` when one is
+    /// given (the CUDA path takes `None` only).
+    fn batch_norm_train_then(
+        &self,
+        weight: &Var<T>,
+        bias: &Var<T>,
+        eps: f64,
+        slope: Option<f64>,
+    ) -> Result<(Var<T>, BatchStats<T>)> {
+        let op: &'static str = match slope {
+            None => "batch_norm_train",
+            Some(_) => "batch_norm_train_leaky_relu",
+        };
+        let dims = check_params(op, self, weight, bias)?;
         if dims[0] * dims[2] * dims[3] == 0 {
             return Err(Error::shape(
-                OP,
+                op,
                 "batch statistics need at least one value per channel",
                 &[self.dims()],
             ));
@@ -268,10 +310,10 @@ impl<T: Element> Var<T> {
         let channels = [dims[1]];
         let e = T::from_f64(eps);
         let (x, w, b) = (self.value(), weight.value(), bias.value());
-        let (value, stats, saved) = if same_device(OP, &[x, w, b])?.is_cuda() {
-            let x_buffer = x.cuda(OP)?;
+        let (value, stats, saved) = if same_device(op, &[x, w, b])?.is_cuda() {
+            let x_buffer = x.cuda(op)?;
             let stats = cuda::stats(x_buffer, dims, e)?;
-            let y = cuda::normalize(x_buffer, dims, &stats, w.cuda(OP)?, b.cuda(OP)?)?;
+            let y = cuda::normalize(x_buffer, dims, &stats, w.cuda(op)?, b.cuda(op)?)?;
             let mean = Tensor::from_cuda(channels, stats.mean)?;
             let var = Tensor::from_cuda(channels, stats.var)?;
             let inv_std = Tensor::from_cuda(channels, stats.inv_std)?;
@@ -288,7 +330,8 @@ impl<T: Element> Var<T> {
             let shift: Vec<T> = (0..dims[1])
                 .map(|c| b.as_slice()[c] - stats.mean[c] * scale[c])
                 .collect();
-            let data = cpu::scale_shift(x.as_slice(), dims, &scale, &shift);
+            let slope = slope.map(T::from_f64);
+            let data = cpu::normalize(x.as_slice(), dims, &scale, &shift, slope);
             let mean = Tensor::from_vec(channels, stats.mean.clone())?;
             let var = Tensor::from_vec(channels, stats.var.clone())?;
             (
@@ -298,18 +341,24 @@ impl<T: Element> Var<T> {
             )
         };
 
-        let out = Var::from_op(OP, value, &[self, weight, bias], move |args| {
-            let (x, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
+        let out = Var::from_op(op, value, &[self, weight, bias], move |args| {
+            let (x, w) = (&args.inputs[0], &args.inputs[1]);
             if is_grad_enabled() {
+                // Recorded: the ReLU's mask-multiply as its own op, then batch norm's gradients.
+                let g = match slope {
+                    Some(slope) => leaky_mask_mul(args.grad_output, args.output.value(), slope)?,
+                    None => args.grad_output.clone(),
+                };
                 let needs_params = args.needs.iter().skip(1).any(|&need| need);
                 if let (SavedStats::Cpu(stats), false) = (&saved, needs_params) {
-                    let grad_input = input_grad_recorded(x, w, g, dims, stats.clone(), eps)?;
+                    let grad_input = input_grad_recorded(x, w, &g, dims, stats.clone(), eps)?;
                     return Ok(vec![Some(grad_input), None, None]);
                 }
-                return Ok(backward_taped(x, w, g, eps, args.needs)?.into());
+                return Ok(backward_taped(x, w, &g, eps, args.needs)?.into());
             }
-            let [grad_input, grad_weight, grad_bias] = backward_fused(x, w, g, dims, &saved, e)?;
-            Ok(vec![Some(grad_input), Some(grad_weight), Some(grad_bias)])
+            let mask = slope.map(|slope| (args.output.value(), T::from_f64(slope)));
+            let grads = backward_fused(x, w, args.grad_output, mask, dims, &saved, e)?;
+            Ok(grads.into_iter().map(Some).collect())
         });
         let (mean, var) = stats;
         Ok((

@@ -34,6 +34,33 @@ pub(crate) fn lane_sum<T: Element>(values: &[T], f: impl Fn(T) -> f64) -> f64 {
     lanes.iter().sum()
 }
 
+/// Sums the `K` values of `f(a[i], b[i], c[i])` over three equally long buffers in one pass,
+/// each in [`LANES`] partial sums added in the same order as [`lane_sum`]'s.
+#[inline]
+pub(crate) fn lane_sums<T: Element, const K: usize>(
+    a: &[T],
+    b: &[T],
+    c: &[T],
+    f: impl Fn(T, T, T) -> [f64; K],
+) -> [f64; K] {
+    debug_assert!(a.len() == b.len() && a.len() == c.len());
+    let mut lanes = [[0.0f64; LANES]; K];
+    let mut add = |a: &[T], b: &[T], c: &[T]| {
+        for (lane, ((&a, &b), &c)) in a.iter().zip(b).zip(c).enumerate() {
+            for (sums, value) in lanes.iter_mut().zip(f(a, b, c)) {
+                sums[lane] += value;
+            }
+        }
+    };
+    let tail = a.len() - a.len() % LANES;
+    let blocks = a[..tail].chunks_exact(LANES).zip(b.chunks_exact(LANES));
+    for ((a, b), c) in blocks.zip(c.chunks_exact(LANES)) {
+        add(a, b, c);
+    }
+    add(&a[tail..], &b[tail..], &c[tail..]);
+    lanes.map(|sums| sums.iter().sum())
+}
+
 /// Sums `x` (dims `x_dims`) down to `target` dims, which have the same rank and are 1 on every
 /// reduced axis.
 pub fn sum_to<T: Element>(x: &[T], x_dims: &[usize], target: &[usize]) -> Vec<T> {

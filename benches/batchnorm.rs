@@ -1,13 +1,14 @@
 //! Times training-mode batch norm at SinGAN shapes: the forward pass (batch statistics,
-//! normalisation and affine transform) and the fused first-order backward, and prints
-//! milliseconds and GB/s.
+//! normalisation and affine transform) and the fused first-order backward, alone and fused
+//! with the leaky ReLU that follows it in SinGAN's blocks, and prints milliseconds and GB/s.
 //!
 //! Run with `cargo bench --bench batchnorm`. Both passes are checked once against plain f64
 //! loops on a small case before any timing. The backward is timed through `singan::grad` with
 //! `create_graph = false`, which selects the fused kernel; the time includes the small cost of
 //! walking the one-node graph. GB/s counts each full-size tensor once, so it is a lower bound on
 //! the memory traffic. The forward reads `x` and writes `y`, and the backward reads `x` and `dy`
-//! and writes `dx`, but the kernels make more passes over `x` than that.
+//! and writes `dx` (and with the ReLU also reads its output), but the kernels make more passes
+//! over `x` than that.
 
 mod common;
 
@@ -21,6 +22,9 @@ use singan::{grad, Tensor, Var};
 const SHAPES: [(usize, usize, usize); 3] = [(32, 26, 34), (64, 96, 128), (128, 188, 250)];
 
 const EPS: f64 = 1e-5;
+
+/// Leaky ReLU slope of SinGAN's blocks, for the rows that time batch norm fused with it.
+const SLOPE: f64 = 0.2;
 
 /// Reference results of one channel-wise batch norm: output and the three gradients.
 struct Reference {
@@ -138,28 +142,41 @@ fn run() {
         let bias = Var::param(rng.tensor(&[channels]).cast::<f32>());
         let grad_y = Var::constant(rng.tensor(&dims).cast::<f32>());
         let (y, _stats) = x.batch_norm_train(&weight, &bias, EPS).unwrap();
+        let (z, _stats) = x
+            .batch_norm_train_leaky_relu(&weight, &bias, EPS, SLOPE)
+            .unwrap();
         let inputs = [x.clone(), weight.clone(), bias.clone()];
         let tensor_bytes = (channels * h * w * std::mem::size_of::<f32>()) as f64;
         let label = format!("({channels}, {h}, {w})");
 
-        let ops: [MemoryOp<'_>; 2] = [
+        let backward = |output: &Var<f32>| {
+            let grads = grad(
+                std::slice::from_ref(output),
+                &inputs,
+                Some(std::slice::from_ref(&grad_y)),
+                false,
+            );
+            drop(grads.unwrap());
+        };
+        let ops: [MemoryOp<'_>; 4] = [
             (
                 "forward",
                 2.0 * tensor_bytes,
                 Box::new(|| drop(x.batch_norm_train(&weight, &bias, EPS).unwrap())),
             ),
+            ("backward", 3.0 * tensor_bytes, Box::new(|| backward(&y))),
             (
-                "backward",
-                3.0 * tensor_bytes,
+                "forward+relu",
+                2.0 * tensor_bytes,
                 Box::new(|| {
-                    let grads = grad(
-                        std::slice::from_ref(&y),
-                        &inputs,
-                        Some(std::slice::from_ref(&grad_y)),
-                        false,
-                    );
-                    drop(grads.unwrap());
+                    let out = x.batch_norm_train_leaky_relu(&weight, &bias, EPS, SLOPE);
+                    drop(out.unwrap());
                 }),
+            ),
+            (
+                "backward+relu",
+                4.0 * tensor_bytes,
+                Box::new(|| backward(&z)),
             ),
         ];
         time_memory_ops(&label, ops);

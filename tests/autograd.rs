@@ -151,3 +151,70 @@ fn graph_is_freed_with_its_output() {
     // x is still usable and has no accumulated state from the dropped graph.
     assert!(x.grad().is_none());
 }
+
+/// Returns `(output, d/dx, d/dweight, d/dbias)` of `sum(r * block(x))`, unrecorded and then
+/// recorded, and the gradient of
+/// `sum(v * d/dx)` with respect to `(x, weight, bias)`, which is how a gradient penalty
+/// differentiates the block twice. The bias gets no second-order gradient (`None`), because
+/// the ReLU mask counts as a constant.
+fn block_derivatives(
+    block: impl Fn(&Var<f64>, &Var<f64>, &Var<f64>) -> Var<f64>,
+) -> [Vec<Option<Tensor<f64>>>; 2] {
+    let mut rng = singan::gradcheck::SeededNormal::new(11);
+    let dims = [2, 3, 5, 4];
+    let x = Var::param(rng.tensor(&dims));
+    let weight = Var::param(rng.tensor(&[3]));
+    let bias = Var::param(rng.tensor(&[3]));
+    let r = Var::constant(rng.tensor(&dims));
+    let v = Var::constant(rng.tensor(&dims));
+    let inputs = [x.clone(), weight.clone(), bias.clone()];
+    let y = block(&x, &weight, &bias);
+    let loss = y.mul(&r).unwrap().sum().unwrap();
+    // Unrecorded, the backward runs the fused kernels; recorded, the taped ops.
+    let plain = grad(std::slice::from_ref(&loss), &inputs, None, false).unwrap();
+    let first = grad(&[loss], &inputs, None, true).unwrap();
+    let penalty = first[0].as_ref().unwrap().mul(&v).unwrap().sum().unwrap();
+    let second = grad(&[penalty], &inputs, None, false).unwrap();
+    let values = |grads: &[Option<Var<f64>>]| -> Vec<Option<Tensor<f64>>> {
+        grads
+            .iter()
+            .map(|g| g.as_ref().map(|g| g.value().clone()))
+            .collect()
+    };
+    let mut first_order = vec![Some(y.value().clone())];
+    first_order.extend(values(&plain));
+    first_order.extend(values(&first));
+    [first_order, values(&second)]
+}
+
+#[test]
+fn fused_batch_norm_relu_matches_two_ops() {
+    let fused =
+        block_derivatives(|x, w, b| x.batch_norm_train_leaky_relu(w, b, 1e-5, 0.2).unwrap().0);
+    let composed = block_derivatives(|x, w, b| {
+        let normalized = x.batch_norm_train(w, b, 1e-5).unwrap().0;
+        normalized.leaky_relu(0.2).unwrap()
+    });
+    for (order, (a, b)) in fused.iter().zip(&composed).enumerate() {
+        for (index, (a, b)) in a.iter().zip(b).enumerate() {
+            assert_eq!(
+                a.is_some(),
+                b.is_some(),
+                "order {}, tensor {index}",
+                order + 1
+            );
+            let (Some(a), Some(b)) = (a, b) else { continue };
+            let error = a
+                .as_slice()
+                .iter()
+                .zip(b.as_slice())
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                error < 1e-12,
+                "order {}, tensor {index}: off by {error}",
+                order + 1
+            );
+        }
+    }
+}

@@ -80,17 +80,6 @@ pub fn channel_stats<T: Element>(x: &[T], dims: [usize; 4]) -> ChannelStats<T> {
     }
 }
 
-/// Computes `g * (z > 0 ? 1 : slope)`: the gradient before a leaky ReLU with output `z`, which
-/// is positive exactly where the ReLU's input is (for a positive slope).
-#[inline]
-fn leaky_mask<T: Element>(g: T, z: T, slope: T) -> T {
-    if z > T::ZERO {
-        g
-    } else {
-        g * slope
-    }
-}
-
 /// Computes `y = max(scale[c] * x + shift[c], slope * (scale[c] * x + shift[c]))` per
 /// channel `c`: batch norm with a fused leaky ReLU (`slope` in (0, 1]), or without one when
 /// `slope` is `None`.
@@ -145,13 +134,9 @@ pub struct BatchNormGrads<T> {
 /// `grad_input = weight s (g - mean(g) - x_hat mean(g x_hat))`, `grad_weight = sum(g x_hat)`,
 /// `grad_bias = sum(g)`.
 ///
-/// With `mask = Some((z, slope))`, a leaky ReLU output `z` follows the batch norm and
-/// `grad_output` is the gradient of `z`. Then `g = grad_output * (z > 0 ? 1 : slope)`, formed
-/// on the fly.
 pub fn backward<T: Element>(
     x: &[T],
     grad_output: &[T],
-    mask: Option<(&[T], T)>,
     dims: [usize; 4],
     weight: &[T],
     stats: &ChannelStats<T>,
@@ -171,13 +156,9 @@ pub fn backward<T: Element>(
             for image in 0..n {
                 let start = (image * c + channel) * plane;
                 let (g, v) = (&grad_output[start..start + plane], &x[start..start + plane]);
-                let products = |g: T, v: T| [g.to_f64(), (g * (v - mean) * inv_std).to_f64()];
-                let [g_sum, g_xhat_sum] = match mask {
-                    None => lane_sums(g, v, v, |g, v, _| products(g, v)),
-                    Some((z, slope)) => lane_sums(g, v, &z[start..start + plane], |g, v, z| {
-                        products(leaky_mask(g, z, slope), v)
-                    }),
-                };
+                let [g_sum, g_xhat_sum] = lane_sums(g, v, v, |g, v, _| {
+                    [g.to_f64(), (g * (v - mean) * inv_std).to_f64()]
+                });
                 sum_g += g_sum;
                 sum_g_xhat += g_xhat_sum;
             }
@@ -202,25 +183,13 @@ pub fn backward<T: Element>(
                 let (sum_g, sum_g_xhat) = sums[channel];
                 let (mean_g, mean_g_xhat) = (sum_g / count, sum_g_xhat / count);
                 let factor = weight[channel] * inv_std;
-                let pairs = out
+                for ((o, &g), &v) in out
                     .iter_mut()
                     .zip(&grad_output[start..start + plane])
-                    .zip(&x[start..start + plane]);
-                let grad = |g: T, v: T| {
+                    .zip(&x[start..start + plane])
+                {
                     let x_hat = (v - mean) * inv_std;
-                    factor * (g - mean_g - x_hat * mean_g_xhat)
-                };
-                match mask {
-                    None => {
-                        for ((o, &g), &v) in pairs {
-                            o.write(grad(g, v));
-                        }
-                    }
-                    Some((z, slope)) => {
-                        for (((o, &g), &v), &z) in pairs.zip(&z[start..start + plane]) {
-                            o.write(grad(leaky_mask(g, z, slope), v));
-                        }
-                    }
+                    o.write(factor * (g - mean_g - x_hat * mean_g_xhat));
                 }
             });
     };

@@ -167,7 +167,7 @@ fn input_grad_recorded<T: Element>(
     let e = T::from_f64(eps);
     let (xv, wv, gv) = (x.value(), weight.value(), grad_output.value());
     let (xs, gs, ws) = (xv.as_slice(), gv.as_slice(), wv.as_slice());
-    let mut sums = cpu::backward(xs, gs, None, dims, ws, &stats, e);
+    let mut sums = cpu::backward(xs, gs, dims, ws, &stats, e);
     let value = Tensor::from_vec(xv.shape(), std::mem::take(&mut sums.grad_input))?;
     let inputs = [x, weight, grad_output];
     Ok(Var::from_op(OP, value, &inputs, move |args| {
@@ -210,7 +210,6 @@ fn backward_fused<T: Element>(
     x: &Var<T>,
     weight: &Var<T>,
     grad_output: &Var<T>,
-    mask: Option<(&Tensor<T>, T)>,
     dims: [usize; 4],
     saved: &SavedStats<T>,
     eps: T,
@@ -221,9 +220,7 @@ fn backward_fused<T: Element>(
     same_device(OP, &[x, w, g])?;
     let (grad_input, grad_weight, grad_bias) = match saved {
         SavedStats::Cpu(stats) => {
-            let mask = mask.map(|(z, slope)| (z.as_slice(), slope));
-            let slices = (x.as_slice(), g.as_slice(), w.as_slice());
-            let grads = cpu::backward(slices.0, slices.1, mask, dims, slices.2, stats, eps);
+            let grads = cpu::backward(x.as_slice(), g.as_slice(), dims, w.as_slice(), stats, eps);
             (
                 Tensor::from_vec(x.shape(), grads.grad_input)?,
                 Tensor::from_vec(channels, grads.grad_weight)?,
@@ -267,10 +264,10 @@ impl<T: Element> Var<T> {
     }
 
     /// Applies [`Var::batch_norm_train`] and then a leaky ReLU with `slope` in (0, 1]. On the
-    /// CPU the two are one op: the normalised values are never stored, and the backward applies
-    /// the ReLU's mask (read from the output, positive where the normalised value is) inside
-    /// the batch-norm kernels. That saves two full-size passes each way. Elsewhere, and for
-    /// other slopes, it runs the two ops.
+    /// CPU the two are one op: the normalised values are never stored, which saves a
+    /// full-size pass and the memory of one tensor per block. The backward masks the gradient
+    /// with the output (positive where the normalised value is) before the batch-norm kernel.
+    /// Elsewhere, and for other slopes, it runs the two ops.
     pub fn batch_norm_train_leaky_relu(
         &self,
         weight: &Var<T>,
@@ -343,12 +340,14 @@ impl<T: Element> Var<T> {
 
         let out = Var::from_op(op, value, &[self, weight, bias], move |args| {
             let (x, w) = (&args.inputs[0], &args.inputs[1]);
+            // The ReLU's mask-multiply first, as its own op (recorded when the backward is).
+            // Applied inside the batch-norm kernels, whose sums are compute-bound, the mask
+            // made them twice as slow.
+            let g = match slope {
+                Some(slope) => leaky_mask_mul(args.grad_output, args.output.value(), slope)?,
+                None => args.grad_output.clone(),
+            };
             if is_grad_enabled() {
-                // Recorded: the ReLU's mask-multiply as its own op, then batch norm's gradients.
-                let g = match slope {
-                    Some(slope) => leaky_mask_mul(args.grad_output, args.output.value(), slope)?,
-                    None => args.grad_output.clone(),
-                };
                 let needs_params = args.needs.iter().skip(1).any(|&need| need);
                 if let (SavedStats::Cpu(stats), false) = (&saved, needs_params) {
                     let grad_input = input_grad_recorded(x, w, &g, dims, stats.clone(), eps)?;
@@ -356,8 +355,7 @@ impl<T: Element> Var<T> {
                 }
                 return Ok(backward_taped(x, w, &g, eps, args.needs)?.into());
             }
-            let mask = slope.map(|slope| (args.output.value(), T::from_f64(slope)));
-            let grads = backward_fused(x, w, args.grad_output, mask, dims, &saved, e)?;
+            let grads = backward_fused(x, w, &g, dims, &saved, e)?;
             Ok(grads.into_iter().map(Some).collect())
         });
         let (mean, var) = stats;

@@ -4,7 +4,7 @@
 //! backward runs as one fused kernel (rayon on the CPU, `batchnorm_bwd` on a GPU). When the
 //! backward pass is itself being recorded (a gradient penalty), the input gradient must be
 //! differentiable through the mean, the variance and the weight. On the CPU it is then one op
-//! with a closed-form backward; on a GPU, and when parameter gradients are recorded too, it is
+//! with a closed-form backward. On a GPU, and when parameter gradients are recorded too, it is
 //! built from taped ops. On the CPU a following leaky ReLU can be fused in as well. Inference
 //! mode uses fixed running statistics and is composed from taped ops.
 

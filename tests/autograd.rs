@@ -152,14 +152,14 @@ fn graph_is_freed_with_its_output() {
     assert!(x.grad().is_none());
 }
 
-/// Returns `(output, d/dx, d/dweight, d/dbias)` of `sum(r * block(x))`, unrecorded and then
-/// recorded, and the gradient of
-/// `sum(v * d/dx)` with respect to `(x, weight, bias)`, which is how a gradient penalty
-/// differentiates the block twice. The bias gets no second-order gradient (`None`), because
-/// the ReLU mask counts as a constant.
+/// Differentiates `sum(r * block(x))` and, as a gradient penalty does, `sum(v * d/dx)`.
+/// Returns three lists: the output and the first derivatives (unrecorded, then the recorded
+/// `d/dx` alone), the second derivatives with respect to `(x, weight, bias)` unrecorded, and the
+/// same recorded. The bias gets no second-order gradient (`None`), because the ReLU mask counts
+/// as a constant.
 fn block_derivatives(
     block: impl Fn(&Var<f64>, &Var<f64>, &Var<f64>) -> Var<f64>,
-) -> [Vec<Option<Tensor<f64>>>; 2] {
+) -> [Vec<Option<Tensor<f64>>>; 3] {
     let mut rng = singan::gradcheck::SeededNormal::new(11);
     let dims = [2, 3, 5, 4];
     let x = Var::param(rng.tensor(&dims));
@@ -170,11 +170,12 @@ fn block_derivatives(
     let inputs = [x.clone(), weight.clone(), bias.clone()];
     let y = block(&x, &weight, &bias);
     let loss = y.mul(&r).unwrap().sum().unwrap();
-    // Unrecorded, the backward runs the fused kernels; recorded, the taped ops.
     let plain = grad(std::slice::from_ref(&loss), &inputs, None, false).unwrap();
-    let first = grad(&[loss], &inputs, None, true).unwrap();
+    // Recorded with respect to the input alone, as in the penalty, so the closed-form op runs.
+    let first = grad(&[loss], &inputs[..1], None, true).unwrap();
     let penalty = first[0].as_ref().unwrap().mul(&v).unwrap().sum().unwrap();
-    let second = grad(&[penalty], &inputs, None, false).unwrap();
+    let second = grad(std::slice::from_ref(&penalty), &inputs, None, false).unwrap();
+    let second_recorded = grad(&[penalty], &inputs, None, true).unwrap();
     let values = |grads: &[Option<Var<f64>>]| -> Vec<Option<Tensor<f64>>> {
         grads
             .iter()
@@ -184,7 +185,25 @@ fn block_derivatives(
     let mut first_order = vec![Some(y.value().clone())];
     first_order.extend(values(&plain));
     first_order.extend(values(&first));
-    [first_order, values(&second)]
+    [first_order, values(&second), values(&second_recorded)]
+}
+
+/// Returns the largest difference between two lists of optional tensors, or a message when
+/// one has a tensor where the other has none.
+fn largest_difference(a: &[Option<Tensor<f64>>], b: &[Option<Tensor<f64>>]) -> f64 {
+    let mut largest = 0.0f64;
+    for (index, (a, b)) in a.iter().zip(b).enumerate() {
+        assert_eq!(
+            a.is_some(),
+            b.is_some(),
+            "tensor {index} is missing on one side"
+        );
+        let (Some(a), Some(b)) = (a, b) else { continue };
+        for (p, q) in a.as_slice().iter().zip(b.as_slice()) {
+            largest = largest.max((p - q).abs());
+        }
+    }
+    largest
 }
 
 #[test]
@@ -196,25 +215,25 @@ fn fused_batch_norm_relu_matches_two_ops() {
         normalized.leaky_relu(0.2).unwrap()
     });
     for (order, (a, b)) in fused.iter().zip(&composed).enumerate() {
-        for (index, (a, b)) in a.iter().zip(b).enumerate() {
-            assert_eq!(
-                a.is_some(),
-                b.is_some(),
-                "order {}, tensor {index}",
-                order + 1
-            );
-            let (Some(a), Some(b)) = (a, b) else { continue };
-            let error = a
-                .as_slice()
-                .iter()
-                .zip(b.as_slice())
-                .map(|(p, q)| (p - q).abs())
-                .fold(0.0, f64::max);
-            assert!(
-                error < 1e-12,
-                "order {}, tensor {index}: off by {error}",
-                order + 1
-            );
-        }
+        let error = largest_difference(a, b);
+        assert!(error < 1e-12, "list {order}: off by {error}");
     }
+}
+
+#[test]
+fn recorded_second_order_matches_unrecorded() {
+    // Unrecorded, the penalty's gradient runs the closed-form kernel; recorded, its taped form.
+    let block =
+        |x: &Var<f64>, w: &Var<f64>, b: &Var<f64>| x.batch_norm_train(w, b, 1e-5).unwrap().0;
+    let [_, unrecorded, recorded] = block_derivatives(block);
+    let scale = unrecorded
+        .iter()
+        .flatten()
+        .flat_map(|t| t.as_slice().iter().map(|v| v.abs()))
+        .fold(0.0f64, f64::max);
+    let error = largest_difference(&unrecorded, &recorded);
+    assert!(
+        error <= 1e-10 * scale.max(1.0),
+        "off by {error} (largest value {scale})"
+    );
 }

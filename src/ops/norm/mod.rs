@@ -153,8 +153,8 @@ fn backward_taped<T: Element>(
 
 /// Records the training-mode input gradient of a CPU batch norm as one op whose own backward
 /// is the closed form in [`cpu::input_grad_backward`]: two passes over the data where
-/// differentiating [`backward_taped`] takes about twenty. A third derivative, rare, falls back
-/// to differentiating the taped form.
+/// differentiating [`backward_taped`] takes about twenty. When that backward is itself
+/// recorded (a third derivative), the same closed form is built from taped ops.
 fn input_grad_recorded<T: Element>(
     x: &Var<T>,
     weight: &Var<T>,
@@ -166,6 +166,7 @@ fn input_grad_recorded<T: Element>(
     const OP: &str = "batch_norm_input_grad";
     let e = T::from_f64(eps);
     let (xv, wv, gv) = (x.value(), weight.value(), grad_output.value());
+    same_device(OP, &[xv, wv, gv])?;
     let (xs, gs, ws) = (xv.as_slice(), gv.as_slice(), wv.as_slice());
     let mut sums = cpu::backward(xs, gs, dims, ws, &stats, e);
     let value = Tensor::from_vec(xv.shape(), std::mem::take(&mut sums.grad_input))?;
@@ -173,14 +174,12 @@ fn input_grad_recorded<T: Element>(
     Ok(Var::from_op(OP, value, &inputs, move |args| {
         let [x, w, g] = [&args.inputs[0], &args.inputs[1], &args.inputs[2]];
         if is_grad_enabled() {
-            let [grad_input, _, _] = backward_taped(x, w, g, eps, &[true, false, false])?;
-            let grad_input = grad_input.ok_or_else(|| {
-                Error::Autograd(format!("{OP}: the taped backward gave no input gradient"))
-            })?;
-            let inputs = [x.clone(), w.clone(), g.clone()];
-            let upstream = std::slice::from_ref(args.grad_output);
-            return crate::autograd::grad(&[grad_input], &inputs, Some(upstream), true);
+            return input_grad_backward_taped(x, w, g, args.grad_output, eps, args.needs);
         }
+        same_device(
+            OP,
+            &[x.value(), w.value(), g.value(), args.grad_output.value()],
+        )?;
         let grads = cpu::input_grad_backward(
             x.value().as_slice(),
             g.value().as_slice(),
@@ -203,6 +202,61 @@ fn input_grad_recorded<T: Element>(
             full(grads.grad_output)?,
         ])
     }))
+}
+
+/// Builds the derivatives of the input gradient `weight s (g - <g> - x_hat <g x_hat>)` with
+/// respect to `x`, `weight` and `g`, weighted by `upstream`, from taped ops, so they can be
+/// differentiated once more. The formulas are those of [`cpu::input_grad_backward`]; `x_hat`
+/// and `s` come from `x` through taped means, as in [`backward_taped`].
+fn input_grad_backward_taped<T: Element>(
+    x: &Var<T>,
+    weight: &Var<T>,
+    g: &Var<T>,
+    upstream: &Var<T>,
+    eps: f64,
+    needs: &[bool],
+) -> Result<Vec<Option<Var<T>>>> {
+    const AXES: [usize; 3] = [0, 2, 3];
+    let channels = weight.dims()[0];
+    let count = (x.numel() / channels.max(1)) as f64;
+    let centered = x.sub(&x.mean_axes(&AXES)?)?;
+    let var = centered.square()?.mean_axes(&AXES)?;
+    let inv_std = var.add_scalar(eps)?.sqrt()?.reciprocal_or_zero()?;
+    let x_hat = centered.mul(&inv_std)?;
+    let gamma_s = weight.reshape(&[1, channels, 1, 1])?.mul(&inv_std)?;
+    let r = upstream;
+
+    let mean_r = r.mean_axes(&AXES)?;
+    let mean_g = g.mean_axes(&AXES)?;
+    let mean_r_xhat = r.mul(&x_hat)?.mean_axes(&AXES)?;
+    let mean_g_xhat = g.mul(&x_hat)?.mean_axes(&AXES)?;
+    // A = <r g> - <r><g>.
+    let a = r.mul(g)?.mean_axes(&AXES)?.sub(&mean_r.mul(&mean_g)?)?;
+    let need = |index: usize| needs.get(index).copied().unwrap_or(true);
+
+    let grad_x = if need(0) {
+        let coefficient = mean_r_xhat.mul(&mean_g_xhat)?.mul_scalar(3.0)?.sub(&a)?;
+        let terms = x_hat
+            .mul(&coefficient)?
+            .sub(&r.sub(&mean_r)?.mul(&mean_g_xhat)?)?
+            .sub(&g.sub(&mean_g)?.mul(&mean_r_xhat)?)?;
+        Some(terms.mul(&gamma_s.mul(&inv_std)?)?)
+    } else {
+        None
+    };
+    let grad_weight = if need(1) {
+        let per_channel = a.sub(&mean_r_xhat.mul(&mean_g_xhat)?)?.mul(&inv_std)?;
+        Some(per_channel.mul_scalar(count)?.reshape(&[channels])?)
+    } else {
+        None
+    };
+    let grad_g = if need(2) {
+        let projected = r.sub(&mean_r)?.sub(&x_hat.mul(&mean_r_xhat)?)?;
+        Some(projected.mul(&gamma_s)?)
+    } else {
+        None
+    };
+    Ok(vec![grad_x, grad_weight, grad_g])
 }
 
 /// Computes the three training-mode gradients with the fused kernel of the value's device.

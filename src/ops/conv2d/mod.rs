@@ -15,6 +15,7 @@ pub(crate) mod cpu;
 pub(crate) mod cuda;
 mod winograd;
 mod winograd_avx512;
+mod winograd_transforms_avx512;
 
 pub use cpu::{reference, ConvGeometry};
 

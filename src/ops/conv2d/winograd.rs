@@ -5,27 +5,39 @@
 //! channels, the element-wise products become 16 independent matrix products, one per position
 //! of the 4x4 transformed tile. A tile then costs 16 multiply-adds per channel pair instead of
 //! the 36 of a direct convolution. The method is from Lavin and Gray, "Fast Algorithms for
-//! Convolutional Neural Networks" (CVPR 2016). The transforms only add, subtract and halve, so the results differ
-//! from a direct convolution by a few rounding steps.
+//! Convolutional Neural Networks" (CVPR 2016). The transforms only add, subtract and halve, so
+//! the results differ from a direct convolution by a few rounding steps.
 //!
 //! The weight gradient runs the same algorithm backwards: with `Z = U . V` for `U = G w G^T`
 //! and `V = B^T d B`, the gradient `dZ = A dY A^T` gives `dU = sum over tiles of dZ . V` (16
 //! matrix products reduced over tiles) and `dw = G^T dU G`.
 //!
-//! Tiles are processed in fixed-size groups whose transformed inputs and products stay in the
-//! L2 cache. The grouping depends only on the shapes, so results are bit-identical for any
-//! thread count.
+//! Tiles are processed in fixed-size groups whose transformed values stay in the L2 cache.
+//! Inside a group they are stored in blocks of 16 tiles, channel by channel:
+//! `[block][channel][position][lane]`, tile `t` of the group being lane `t % 16` of block
+//! `t / 16`. One channel's 16 positions of one block are then 256 consecutive values, which
+//! the AVX-512 kernels (`winograd_transforms_avx512.rs`, `winograd_avx512.rs`) write and read
+//! as whole vectors, and which the portable loops here run over with unit stride. Lanes past
+//! the group's last tile hold zeros. The grouping depends only on the shapes, so results are
+//! bit-identical for any thread count.
 
 use std::any::TypeId;
 
 use rayon::prelude::*;
 
 use super::winograd_avx512 as avx512;
+use super::winograd_transforms_avx512 as transforms_avx512;
 use super::ConvGeometry;
 use crate::element::Element;
 
 /// Positions of a transformed 4x4 tile.
 const POSITIONS: usize = 16;
+
+/// Tiles per block: the lanes of one 512-bit vector of `f32`.
+const BLOCK: usize = 16;
+
+/// Values of one channel in one block: 16 positions of 16 lanes.
+const BLOCK_VALUES: usize = POSITIONS * BLOCK;
 
 /// Tiles per group, and the max bytes of transformed inputs and products that a group may
 /// hold. 128 tiles measured fastest for 32 to 128 channels on a 2 MiB L2 cache (`cargo bench
@@ -62,13 +74,41 @@ impl TileGrid {
     }
 }
 
-/// Tiles per group: [`GROUP_TILES`], or fewer (a multiple of 16, the GEMM kernel's width, and
-/// at least 16) when the transformed inputs (`c_in` rows) and products (`c_out` rows) of that
-/// many tiles would exceed [`MAX_GROUP_BYTES`].
+/// Tiles per group: [`GROUP_TILES`], or fewer (a multiple of [`BLOCK`], at least one block)
+/// when the transformed inputs (`c_in` channels) and products (`c_out` channels) of that many
+/// tiles would exceed [`MAX_GROUP_BYTES`].
 fn group_len<T>(g: &ConvGeometry) -> usize {
     let per_tile = POSITIONS * (g.c_in + g.c_out) * std::mem::size_of::<T>();
-    let fitting = (MAX_GROUP_BYTES / per_tile.max(1)) / 16 * 16;
-    fitting.clamp(16, GROUP_TILES)
+    let fitting = (MAX_GROUP_BYTES / per_tile.max(1)) / BLOCK * BLOCK;
+    fitting.clamp(BLOCK, GROUP_TILES)
+}
+
+/// Index of the first lane of `position` of `channel` (of `channels`) in block `block`.
+fn block_index(block: usize, channel: usize, channels: usize, position: usize) -> usize {
+    ((block * channels + channel) * POSITIONS + position) * BLOCK
+}
+
+/// A zero-filled buffer whose first element is 64-byte aligned, so that the 16 lanes of an
+/// `f32` block row fill one cache line.
+struct AlignedBuffer<T> {
+    data: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Element> AlignedBuffer<T> {
+    const ALIGN_BYTES: usize = 64;
+
+    fn zeroed(len: usize) -> Self {
+        let slack = Self::ALIGN_BYTES / std::mem::size_of::<T>();
+        let data = vec![T::ZERO; len + slack];
+        let start = data.as_ptr().align_offset(Self::ALIGN_BYTES).min(slack);
+        AlignedBuffer { data, start, len }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.data[self.start..self.start + self.len]
+    }
 }
 
 /// Computes `G w G^T` for every (output, input) channel pair, stored position-major:
@@ -106,41 +146,63 @@ fn transform_weights<T: Element>(weight: &[T], c_out: usize, c_in: usize) -> Vec
     u
 }
 
-/// A run of tiles of one tile row inside a group: tile columns `first_col..end_col` of tile
-/// row `row`, stored from column `offset` of the group's matrices.
-#[derive(Clone, Copy)]
-struct Segment {
-    row: usize,
-    first_col: usize,
-    end_col: usize,
-    offset: usize,
+/// The tiles of one block that lie in one tile row: lanes `first_lane..end_lane`, where lane
+/// `j` is the tile at tile row `row` and tile column `col + j`. `col` is negative when the
+/// part starts after lane 0 near the left edge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Part {
+    pub first_lane: usize,
+    pub end_lane: usize,
+    pub row: usize,
+    pub col: isize,
 }
 
-impl Segment {
+impl Part {
     fn len(&self) -> usize {
-        self.end_col - self.first_col
+        self.end_lane - self.first_lane
+    }
+
+    /// Tile column of the part's first lane.
+    fn first_col(&self) -> usize {
+        (self.col + self.first_lane as isize) as usize
     }
 }
 
-/// Splits the tiles `first..first + len` (in row-major order) into runs along tile rows.
-fn segments(grid: TileGrid, first: usize, len: usize) -> impl Iterator<Item = Segment> {
-    let end = first + len;
-    let mut tile = first;
-    std::iter::from_fn(move || {
-        if tile >= end {
-            return None;
-        }
-        let (row, first_col) = (tile / grid.cols, tile % grid.cols);
-        let end_col = grid.cols.min(first_col + end - tile);
-        let segment = Segment {
-            row,
-            first_col,
-            end_col,
-            offset: tile - first,
+/// The parts of one block, at most one per lane.
+struct Parts {
+    parts: [Part; BLOCK],
+    len: usize,
+}
+
+impl Parts {
+    /// Splits the `count` tiles from tile `first` (row-major over the image's tile grid) at
+    /// the ends of tile rows.
+    fn new(grid: TileGrid, first: usize, count: usize) -> Self {
+        debug_assert!(count <= BLOCK);
+        let mut parts = Parts {
+            parts: [Part::default(); BLOCK],
+            len: 0,
         };
-        tile += end_col - first_col;
-        Some(segment)
-    })
+        let mut lane = 0;
+        while lane < count {
+            let tile = first + lane;
+            let (row, col) = (tile / grid.cols, tile % grid.cols);
+            let run = (count - lane).min(grid.cols - col);
+            parts.parts[parts.len] = Part {
+                first_lane: lane,
+                end_lane: lane + run,
+                row,
+                col: col as isize - lane as isize,
+            };
+            parts.len += 1;
+            lane += run;
+        }
+        parts
+    }
+
+    fn as_slice(&self) -> &[Part] {
+        &self.parts[..self.len]
+    }
 }
 
 /// Copies row `row` of `plane` from column `first_col` on into `even` and `odd`: `even[x]`
@@ -188,43 +250,7 @@ fn load_row<T: Element>(
     }
 }
 
-/// Asks the CPU to start loading rows `first_row..first_row + 4` of `plane`, columns
-/// `first_col..first_col + width`, into its caches. Each channel's rows are a few kilobytes a
-/// whole plane apart, a jump the hardware prefetcher does not follow, so the input transform
-/// issues this for the next channel while it works on the current one.
-fn prefetch_rows<T>(
-    plane: &[T],
-    g: &ConvGeometry,
-    first_row: isize,
-    first_col: isize,
-    width: usize,
-) {
-    const LINE_BYTES: usize = 64;
-    let step = (LINE_BYTES / std::mem::size_of::<T>()).max(1);
-    let start_col = first_col.max(0) as usize;
-    let end_col = ((first_col + width as isize).max(0) as usize).min(g.w_in);
-    for row in first_row.max(0)..(first_row + 4).min(g.h_in as isize) {
-        let line = &plane[row as usize * g.w_in..(row as usize + 1) * g.w_in];
-        for col in (start_col..end_col).step_by(step) {
-            prefetch(&line[col]);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn prefetch<T>(value: &T) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-    // SAFETY: prefetching has no effect on program state, and the pointer comes from a
-    // reference, so it is valid.
-    unsafe { _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast()) };
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-fn prefetch<T>(_: &T) {}
-
-/// Per-task scratch rows of the transforms, split into even and odd columns.
+/// Per-task scratch rows of the portable transforms, split into even and odd columns.
 struct Scratch<T> {
     even: [Vec<T>; 4],
     odd: [Vec<T>; 4],
@@ -235,80 +261,15 @@ struct Scratch<T> {
 }
 
 impl<T: Element> Scratch<T> {
-    fn new(grid: TileGrid) -> Self {
-        let width = grid.cols + 1;
-        let rows = || std::array::from_fn(|_| vec![T::ZERO; width]);
+    fn new() -> Self {
+        let rows = || std::array::from_fn(|_| vec![T::ZERO; BLOCK + 1]);
         Scratch {
             even: rows(),
             odd: rows(),
             combined_even: rows(),
             combined_odd: rows(),
-            lines: std::array::from_fn(|_| vec![T::ZERO; 2 * width]),
+            lines: std::array::from_fn(|_| vec![T::ZERO; 2 * BLOCK]),
         }
-    }
-}
-
-/// Writes `B^T d B` of the input patches of tiles `first..first + len` of one image into `v`,
-/// position-major: `v[(position * c_in + i) * len + t]`. Rows of `B^T` are (1, 0, -1, 0),
-/// (0, 1, 1, 0), (0, -1, 1, 0) and (0, 1, 0, -1).
-fn transform_inputs<T: Element>(
-    image: &[T],
-    g: &ConvGeometry,
-    grid: TileGrid,
-    (first, len): (usize, usize),
-    v: &mut [T],
-    scratch: &mut Scratch<T>,
-) {
-    let plane_len = g.h_in * g.w_in;
-    for segment in segments(grid, first, len) {
-        let n = segment.len();
-        let first_row = 2 * segment.row as isize - g.pad_h;
-        let first_col = 2 * segment.first_col as isize - g.pad_w;
-        for i in 0..g.c_in {
-            let plane = &image[i * plane_len..(i + 1) * plane_len];
-            if i + 1 < g.c_in {
-                let next = &image[(i + 1) * plane_len..(i + 2) * plane_len];
-                prefetch_rows(next, g, first_row, first_col, 2 * n + 2);
-            }
-            for r in 0..4 {
-                load_row(
-                    plane,
-                    (g.h_in, g.w_in),
-                    (first_row + r as isize, first_col),
-                    &mut scratch.even[r][..n + 1],
-                    &mut scratch.odd[r][..n + 1],
-                );
-            }
-            // B^T d: combine the four input rows, all columns at once.
-            combine_input_rows(&scratch.even, &mut scratch.combined_even, n + 1);
-            combine_input_rows(&scratch.odd, &mut scratch.combined_odd, n + 1);
-            // (B^T d) B: tile t reads columns 2t..2t+4 of each combined row, which are
-            // even[t], odd[t], even[t + 1] and odd[t + 1].
-            for k in 0..4 {
-                let (even, odd) = (&scratch.combined_even[k], &scratch.combined_odd[k]);
-                let start = (4 * k * g.c_in + i) * len + segment.offset;
-                let [out0, out1, out2, out3] = four_streams(v, start, g.c_in * len, n);
-                for t in 0..n {
-                    out0[t] = even[t] - even[t + 1];
-                    out1[t] = odd[t] + even[t + 1];
-                    out2[t] = even[t + 1] - odd[t];
-                    out3[t] = odd[t] - odd[t + 1];
-                }
-            }
-        }
-    }
-}
-
-/// Computes `B^T d` for `width` columns: `out` gets the rows d0 - d2, d1 + d2, d2 - d1 and
-/// d1 - d3.
-fn combine_input_rows<T: Element>(d: &[Vec<T>; 4], out: &mut [Vec<T>; 4], width: usize) {
-    let [d0, d1, d2, d3] = d;
-    let [b0, b1, b2, b3] = out;
-    for x in 0..width {
-        b0[x] = d0[x] - d2[x];
-        b1[x] = d1[x] + d2[x];
-        b2[x] = d2[x] - d1[x];
-        b3[x] = d1[x] - d3[x];
     }
 }
 
@@ -328,23 +289,42 @@ fn four_streams<T>(values: &mut [T], start: usize, spacing: usize, n: usize) -> 
     ]
 }
 
-/// Computes, for every position, `m = u v`: `(c_out x c_in)` by `(c_in x len)`.
-fn multiply_positions<T: Element>(g: &ConvGeometry, u: &[T], v: &[T], len: usize, m: &mut [T]) {
-    let (c_in, c_out) = (g.c_in, g.c_out);
-    for position in 0..POSITIONS {
-        T::gemm(
-            c_out,
-            c_in,
-            len,
-            T::ONE,
-            &u[position * c_out * c_in..(position + 1) * c_out * c_in],
-            (c_in as isize, 1),
-            &v[position * c_in * len..(position + 1) * c_in * len],
-            (len as isize, 1),
-            T::ZERO,
-            &mut m[position * c_out * len..(position + 1) * c_out * len],
-            (len as isize, 1),
-        );
+/// The implementation that runs the transforms and products of one op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernels {
+    /// Plain loops, for any element type and CPU.
+    Portable,
+    /// The AVX-512 kernels, for `f32`. Products whose channel counts do not fit their register
+    /// blocks still take the portable loops.
+    Avx512,
+}
+
+impl Kernels {
+    /// Picks the AVX-512 kernels for `f32` on a CPU with AVX-512F.
+    fn detect<T: 'static>() -> Self {
+        if TypeId::of::<T>() == TypeId::of::<f32>() && transforms_avx512::available() {
+            Kernels::Avx512
+        } else {
+            Kernels::Portable
+        }
+    }
+}
+
+/// Returns the input planes of one image of `g`.
+fn input_planes(g: &ConvGeometry) -> transforms_avx512::Planes {
+    transforms_avx512::Planes {
+        channels: g.c_in,
+        height: g.h_in,
+        width: g.w_in,
+    }
+}
+
+/// Returns the output planes of one image of `g`.
+fn output_planes(g: &ConvGeometry) -> transforms_avx512::Planes {
+    transforms_avx512::Planes {
+        channels: g.c_out,
+        height: g.h_out(),
+        width: g.w_out(),
     }
 }
 
@@ -363,58 +343,233 @@ fn as_f32_mut<T: 'static>(values: &mut [T]) -> Option<&mut [f32]> {
     })
 }
 
-/// The transformed weights of one forward pass, in the layout of the kernel that multiplies
-/// them: position-major for the general GEMM, or packed for the AVX-512 kernel (`f32`, output
-/// channels a multiple of 8, and a CPU with AVX-512F).
-enum Weights<T> {
-    Gemm(Vec<T>),
-    Avx512(Vec<f32>),
-}
-
-impl<T: Element> Weights<T> {
-    fn new(u: Vec<T>, g: &ConvGeometry) -> Self {
-        match as_f32(&u) {
-            Some(u32) if avx512::applies(g.c_out) => {
-                Weights::Avx512(avx512::pack_weights(u32, POSITIONS, g.c_out, g.c_in))
-            }
-            _ => Weights::Gemm(u),
+/// Writes `B^T d B` of the `count` tiles from tile `first` of one image into `v_block`, the
+/// block's `[channel][position][lane]` values. Rows of `B^T` are (1, 0, -1, 0), (0, 1, 1, 0),
+/// (0, -1, 1, 0) and (0, 1, 0, -1).
+fn transform_input_block<T: Element>(
+    image: &[T],
+    g: &ConvGeometry,
+    grid: TileGrid,
+    (first, count): (usize, usize),
+    v_block: &mut [T],
+    (kernels, scratch): (Kernels, &mut Scratch<T>),
+) {
+    let parts = Parts::new(grid, first, count);
+    if kernels == Kernels::Avx512 {
+        if let (Some(image), Some(v_block)) = (as_f32(image), as_f32_mut(v_block)) {
+            transforms_avx512::transform_input_block(
+                image,
+                input_planes(g),
+                (g.pad_h, g.pad_w),
+                parts.as_slice(),
+                v_block,
+            );
+            return;
         }
     }
+    if count < BLOCK {
+        v_block.fill(T::ZERO);
+    }
+    for part in parts.as_slice() {
+        transform_input_part(image, g, part, v_block, scratch);
+    }
+}
 
-    /// Computes, for every position, `m = u v`: `(c_out x c_in)` by `(c_in x len)`.
-    fn multiply(&self, g: &ConvGeometry, v: &[T], len: usize, m: &mut [T]) {
-        match self {
-            Weights::Gemm(u) => multiply_positions(g, u, v, len, m),
-            Weights::Avx512(packed) => {
-                let (v, m) = match (as_f32(v), as_f32_mut(m)) {
-                    (Some(v), Some(m)) => (v, m),
-                    _ => unreachable!("packed AVX-512 weights exist only for f32"),
-                };
-                avx512::multiply(packed, v, m, (g.c_out, g.c_in, len));
+/// Computes the portable input transform of one part, for every input channel.
+fn transform_input_part<T: Element>(
+    image: &[T],
+    g: &ConvGeometry,
+    part: &Part,
+    v_block: &mut [T],
+    scratch: &mut Scratch<T>,
+) {
+    let plane_len = g.h_in * g.w_in;
+    let n = part.len();
+    let first_row = 2 * part.row as isize - g.pad_h;
+    let first_col = 2 * part.first_col() as isize - g.pad_w;
+    for i in 0..g.c_in {
+        let plane = &image[i * plane_len..(i + 1) * plane_len];
+        for r in 0..4 {
+            load_row(
+                plane,
+                (g.h_in, g.w_in),
+                (first_row + r as isize, first_col),
+                &mut scratch.even[r][..n + 1],
+                &mut scratch.odd[r][..n + 1],
+            );
+        }
+        // B^T d: combine the four input rows, all columns at once.
+        combine_input_rows(&scratch.even, &mut scratch.combined_even, n + 1);
+        combine_input_rows(&scratch.odd, &mut scratch.combined_odd, n + 1);
+        // (B^T d) B: tile t reads columns 2t..2t+4 of each combined row, which are
+        // even[t], odd[t], even[t + 1] and odd[t + 1].
+        for k in 0..4 {
+            let (even, odd) = (&scratch.combined_even[k], &scratch.combined_odd[k]);
+            let start = block_index(0, i, g.c_in, 4 * k) + part.first_lane;
+            let [out0, out1, out2, out3] = four_streams(v_block, start, BLOCK, n);
+            for t in 0..n {
+                out0[t] = even[t] - even[t + 1];
+                out1[t] = odd[t] + even[t + 1];
+                out2[t] = even[t + 1] - odd[t];
+                out3[t] = odd[t] - odd[t + 1];
             }
         }
     }
 }
 
-/// Gathers the 16 position streams of channel `channel` in `m` (rows of `rows` values per
-/// position, position-major) for the `n` tiles from column `offset`.
-fn position_streams<T>(
-    m: &[T],
-    rows: usize,
-    channel: usize,
-    len: usize,
-    offset: usize,
-    n: usize,
-) -> [&[T]; POSITIONS] {
-    std::array::from_fn(|position| {
-        let start = (position * rows + channel) * len + offset;
-        &m[start..start + n]
-    })
+/// Computes `B^T d` for `width` columns: `out` gets the rows d0 - d2, d1 + d2, d2 - d1 and
+/// d1 - d3.
+fn combine_input_rows<T: Element>(d: &[Vec<T>; 4], out: &mut [Vec<T>; 4], width: usize) {
+    let [d0, d1, d2, d3] = d;
+    let [b0, b1, b2, b3] = out;
+    for x in 0..width {
+        b0[x] = d0[x] - d2[x];
+        b1[x] = d1[x] + d2[x];
+        b2[x] = d2[x] - d1[x];
+        b3[x] = d1[x] - d3[x];
+    }
+}
+
+/// Writes `A dY A^T` of the output-gradient tiles `first..first + count` of one image into
+/// `z_block`, the block's `[channel][position][lane]` values; pixels past the output are zero.
+/// Rows of `A` are (1, 0), (1, 1), (1, -1) and (0, -1).
+fn transform_gradient_block<T: Element>(
+    grad_output: &[T],
+    g: &ConvGeometry,
+    grid: TileGrid,
+    (first, count): (usize, usize),
+    z_block: &mut [T],
+    (kernels, scratch): (Kernels, &mut Scratch<T>),
+) {
+    let parts = Parts::new(grid, first, count);
+    if kernels == Kernels::Avx512 {
+        if let (Some(grad_output), Some(z_block)) = (as_f32(grad_output), as_f32_mut(z_block)) {
+            transforms_avx512::transform_gradient_block(
+                grad_output,
+                output_planes(g),
+                parts.as_slice(),
+                z_block,
+            );
+            return;
+        }
+    }
+    if count < BLOCK {
+        z_block.fill(T::ZERO);
+    }
+    let (h_out, w_out) = (g.h_out(), g.w_out());
+    let out_plane = h_out * w_out;
+    for part in parts.as_slice() {
+        let n = part.len();
+        let (row, col) = (2 * part.row as isize, 2 * part.first_col() as isize);
+        for o in 0..g.c_out {
+            let plane = &grad_output[o * out_plane..(o + 1) * out_plane];
+            for r in 0..2 {
+                load_row(
+                    plane,
+                    (h_out, w_out),
+                    (row + r as isize, col),
+                    &mut scratch.even[r][..n],
+                    &mut scratch.odd[r][..n],
+                );
+            }
+            // A dY: combine the two gradient rows, all columns at once.
+            combine_gradient_rows(&scratch.even, &mut scratch.combined_even, n);
+            combine_gradient_rows(&scratch.odd, &mut scratch.combined_odd, n);
+            // (A dY) A^T: tile t reads columns 2t (even) and 2t + 1 (odd) of each combined row.
+            for k in 0..4 {
+                let (even, odd) = (&scratch.combined_even[k], &scratch.combined_odd[k]);
+                let start = block_index(0, o, g.c_out, 4 * k) + part.first_lane;
+                let [out0, out1, out2, out3] = four_streams(z_block, start, BLOCK, n);
+                for t in 0..n {
+                    let (p, q) = (even[t], odd[t]);
+                    out0[t] = p;
+                    out1[t] = p + q;
+                    out2[t] = p - q;
+                    out3[t] = -q;
+                }
+            }
+        }
+    }
+}
+
+/// Computes `A dY` for `width` columns of the two rows in `d[0]` and `d[1]`: `out` gets the
+/// rows d0, d0 + d1, d0 - d1 and -d1.
+fn combine_gradient_rows<T: Element>(d: &[Vec<T>; 4], out: &mut [Vec<T>; 4], width: usize) {
+    let [d0, d1, ..] = d;
+    let [r0, r1, r2, r3] = out;
+    for x in 0..width {
+        r0[x] = d0[x];
+        r1[x] = d0[x] + d1[x];
+        r2[x] = d0[x] - d1[x];
+        r3[x] = -d1[x];
+    }
+}
+
+/// Writes `A^T M A` of the products `m_block` (the block's `[channel][position][lane]` values)
+/// of tiles `first..first + count` of one image into that image's output planes at `output`.
+/// Rows of `A^T` are (1, 1, 1, 0) and (0, 1, -1, -1).
+///
+/// # Safety
+///
+/// `output` must point to the image's `c_out * h_out * w_out` writable values, and no other
+/// thread may access the pixels of these tiles while this runs.
+unsafe fn untransform_output_block<T: Element>(
+    m_block: &[T],
+    g: &ConvGeometry,
+    grid: TileGrid,
+    (first, count): (usize, usize),
+    output: *mut T,
+    (kernels, scratch): (Kernels, &mut Scratch<T>),
+) {
+    let parts = Parts::new(grid, first, count);
+    if kernels == Kernels::Avx512 {
+        if let Some(m_block) = as_f32(m_block) {
+            // SAFETY: the caller vouches for `output`, and `T` is `f32`.
+            unsafe {
+                transforms_avx512::untransform_output_block(
+                    m_block,
+                    parts.as_slice(),
+                    output.cast(),
+                    output_planes(g),
+                );
+            }
+            return;
+        }
+    }
+    let (h_out, w_out) = (g.h_out(), g.w_out());
+    let out_plane = h_out * w_out;
+    let [top, bottom] = &mut scratch.lines;
+    let rows = (&mut scratch.combined_even, &mut scratch.combined_odd);
+    for part in parts.as_slice() {
+        let n = part.len();
+        let (row, col) = (2 * part.row, 2 * part.first_col());
+        let columns = (2 * n).min(w_out - col);
+        for o in 0..g.c_out {
+            let streams: [&[T]; POSITIONS] = std::array::from_fn(|position| {
+                let start = block_index(0, o, g.c_out, position) + part.first_lane;
+                &m_block[start..start + n]
+            });
+            untransform_outputs(&streams, n, (&mut *rows.0, &mut *rows.1), (top, bottom));
+            for (r, line) in [&top, &bottom].into_iter().enumerate() {
+                if row + r < h_out {
+                    // SAFETY: the row segment lies inside the image's output planes, and
+                    // only this task writes these tiles' pixels.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            line.as_ptr(),
+                            output.add(o * out_plane + (row + r) * w_out + col),
+                            columns,
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Writes the two output rows of `n` tiles from the products `m` of one channel into `top` and
-/// `bottom` (`2n` values each): `A^T M A`, where rows of `A^T` are (1, 1, 1, 0) and
-/// (0, 1, -1, -1). `upper` and `lower` are scratch rows of at least `n` values.
+/// `bottom` (`2n` values each): `A^T M A`. `upper` and `lower` are scratch rows of at least `n`
+/// values.
 fn untransform_outputs<T: Element>(
     m: &[&[T]; POSITIONS],
     n: usize,
@@ -446,6 +601,103 @@ fn untransform_outputs<T: Element>(
     }
 }
 
+/// The transformed weights of one forward pass, in the layout of the kernel that multiplies
+/// them: position-major for the portable loops, or packed for the AVX-512 kernel (`f32`,
+/// output channels a multiple of 8, and a CPU with AVX-512F).
+enum Weights<T> {
+    Portable(Vec<T>),
+    Avx512(Vec<f32>),
+}
+
+impl<T: Element> Weights<T> {
+    fn new(u: Vec<T>, g: &ConvGeometry, kernels: Kernels) -> Self {
+        match as_f32(&u) {
+            Some(u32) if kernels == Kernels::Avx512 && avx512::applies(g.c_out) => {
+                Weights::Avx512(avx512::pack_weights(u32, POSITIONS, g.c_out, g.c_in))
+            }
+            _ => Weights::Portable(u),
+        }
+    }
+
+    /// Computes the products of `blocks` blocks: for every position, block and lane,
+    /// `m[o] = sum over i of u[position, o, i] * v[i]`.
+    fn multiply(&self, g: &ConvGeometry, v: &[T], blocks: usize, m: &mut [T]) {
+        match self {
+            Weights::Portable(u) => multiply_blocks(u, v, m, (g.c_out, g.c_in, blocks)),
+            Weights::Avx512(packed) => {
+                let (v, m) = match (as_f32(v), as_f32_mut(m)) {
+                    (Some(v), Some(m)) => (v, m),
+                    _ => unreachable!("packed AVX-512 weights exist only for f32"),
+                };
+                avx512::multiply(packed, v, m, (g.c_out, g.c_in, blocks));
+            }
+        }
+    }
+}
+
+/// Computes the portable forward products: `m[block][o][position][lane] = sum over i of
+/// u[(position * c_out + o) * c_in + i] * v[block][i][position][lane]`. The lane loop is the
+/// innermost one, so the compiler vectorises it.
+fn multiply_blocks<T: Element>(
+    u: &[T],
+    v: &[T],
+    m: &mut [T],
+    (c_out, c_in, blocks): (usize, usize, usize),
+) {
+    for block in 0..blocks {
+        for o in 0..c_out {
+            for position in 0..POSITIONS {
+                let start = block_index(block, o, c_out, position);
+                let sums = &mut m[start..start + BLOCK];
+                sums.fill(T::ZERO);
+                for i in 0..c_in {
+                    let weight = u[(position * c_out + o) * c_in + i];
+                    let start = block_index(block, i, c_in, position);
+                    for (sum, &value) in sums.iter_mut().zip(&v[start..start + BLOCK]) {
+                        *sum += weight * value;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `dZ . V` of `blocks` blocks to the position-major partial weight gradient:
+/// `partial[(position * c_out + o) * c_in + i] += sum over tiles of z[o] * v[i]` at that
+/// position.
+fn accumulate_weight_grad<T: Element>(
+    z: &[T],
+    v: &[T],
+    partial: &mut [T],
+    (c_out, c_in, blocks): (usize, usize, usize),
+    kernels: Kernels,
+) {
+    if let (Some(z), Some(v), Some(partial)) = (as_f32(z), as_f32(v), as_f32_mut(partial)) {
+        if kernels == Kernels::Avx512 && avx512::weight_grad_applies(c_out, c_in) {
+            avx512::accumulate_weight_grad(z, v, partial, (c_out, c_in, blocks));
+            return;
+        }
+    }
+    for position in 0..POSITIONS {
+        for o in 0..c_out {
+            for i in 0..c_in {
+                let mut lanes = [T::ZERO; BLOCK];
+                for block in 0..blocks {
+                    let z_start = block_index(block, o, c_out, position);
+                    let v_start = block_index(block, i, c_in, position);
+                    let pairs = z[z_start..z_start + BLOCK]
+                        .iter()
+                        .zip(&v[v_start..v_start + BLOCK]);
+                    for (lane, (&dz, &value)) in lanes.iter_mut().zip(pairs) {
+                        *lane += dz * value;
+                    }
+                }
+                partial[(position * c_out + o) * c_in + i] += lanes.into_iter().sum::<T>();
+            }
+        }
+    }
+}
+
 /// A raw pointer to the output that tasks write through, each to the pixels of its own tiles.
 #[derive(Clone, Copy)]
 struct OutputPtr<T>(*mut T);
@@ -465,8 +717,11 @@ impl<T> OutputPtr<T> {
 
 /// Computes `y = conv(x, weight)` with no bias for a 3x3 kernel.
 pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
-    let (h_out, w_out) = (g.h_out(), g.w_out());
-    let out_plane = h_out * w_out;
+    forward_with(x, weight, g, Kernels::detect::<T>())
+}
+
+fn forward_with<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry, kernels: Kernels) -> Vec<T> {
+    let out_plane = g.h_out() * g.w_out();
     let y_len = g.n * g.c_out * out_plane;
     let grid = TileGrid::new(g);
     if grid.len() == 0 || g.n == 0 {
@@ -474,60 +729,44 @@ pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
     }
     // The tasks write every pixel exactly once, so `y` is not zero-filled first.
     let mut y: Vec<T> = Vec::with_capacity(y_len);
-    let u = Weights::new(transform_weights(weight, g.c_out, g.c_in), g);
+    let u = Weights::new(transform_weights(weight, g.c_out, g.c_in), g, kernels);
     let group = group_len::<T>(g);
     let groups = grid.len().div_ceil(group);
+    let group_blocks = group / BLOCK;
     let image_len = g.c_in * g.h_in * g.w_in;
     let output = OutputPtr(y.as_mut_ptr());
 
     (0..g.n * groups).into_par_iter().for_each_init(
         || {
             (
-                vec![T::ZERO; POSITIONS * g.c_in * group],
-                vec![T::ZERO; POSITIONS * g.c_out * group],
-                Scratch::new(grid),
+                AlignedBuffer::zeroed(group_blocks * g.c_in * BLOCK_VALUES),
+                AlignedBuffer::zeroed(group_blocks * g.c_out * BLOCK_VALUES),
+                Scratch::new(),
             )
         },
         |(v, m, scratch), task| {
             let (image, index) = (task / groups, task % groups);
             let first = index * group;
             let len = group.min(grid.len() - first);
+            let blocks = len.div_ceil(BLOCK);
             let (v, m) = (
-                &mut v[..POSITIONS * g.c_in * len],
-                &mut m[..POSITIONS * g.c_out * len],
+                &mut v.as_mut_slice()[..blocks * g.c_in * BLOCK_VALUES],
+                &mut m.as_mut_slice()[..blocks * g.c_out * BLOCK_VALUES],
             );
-            transform_inputs(
-                &x[image * image_len..(image + 1) * image_len],
-                g,
-                grid,
-                (first, len),
-                v,
-                scratch,
-            );
-            u.multiply(g, v, len, m);
-            let [top, bottom] = &mut scratch.lines;
-            let rows = (&mut scratch.combined_even, &mut scratch.combined_odd);
-            for segment in segments(grid, first, len) {
-                let n = segment.len();
-                let (row, col) = (2 * segment.row, 2 * segment.first_col);
-                let columns = (2 * segment.end_col).min(w_out) - col;
-                for o in 0..g.c_out {
-                    let streams = position_streams(m, g.c_out, o, len, segment.offset, n);
-                    untransform_outputs(&streams, n, (&mut *rows.0, &mut *rows.1), (top, bottom));
-                    let plane = (image * g.c_out + o) * out_plane;
-                    for (r, line) in [&top, &bottom].into_iter().enumerate() {
-                        if row + r < h_out {
-                            // SAFETY: the row segment lies inside the capacity of `y`, and
-                            // only this task writes this tile's pixels.
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(
-                                    line.as_ptr(),
-                                    output.get().add(plane + (row + r) * w_out + col),
-                                    columns,
-                                );
-                            }
-                        }
-                    }
+            let x_image = &x[image * image_len..(image + 1) * image_len];
+            for (block, v_block) in v.chunks_exact_mut(g.c_in * BLOCK_VALUES).enumerate() {
+                let tiles = (first + block * BLOCK, BLOCK.min(len - block * BLOCK));
+                transform_input_block(x_image, g, grid, tiles, v_block, (kernels, scratch));
+            }
+            u.multiply(g, v, blocks, m);
+            for (block, m_block) in m.chunks_exact(g.c_out * BLOCK_VALUES).enumerate() {
+                let tiles = (first + block * BLOCK, BLOCK.min(len - block * BLOCK));
+                // SAFETY: the image's output planes lie inside the capacity of `y`, and only
+                // this task writes the pixels of its tiles.
+                unsafe {
+                    let image_output = output.get().add(image * g.c_out * out_plane);
+                    let with = (kernels, &mut *scratch);
+                    untransform_output_block(m_block, g, grid, tiles, image_output, with);
                 }
             }
         },
@@ -538,69 +777,18 @@ pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
     y
 }
 
-/// Writes `A dY A^T` of the output-gradient tiles `first..first + len` of one image into `z`,
-/// position-major: `z[(position * c_out + o) * len + t]`; pixels past the output are zero.
-/// Rows of `A` are (1, 0), (1, 1), (1, -1) and (0, -1).
-fn transform_output_grads<T: Element>(
-    grad_output: &[T],
-    g: &ConvGeometry,
-    grid: TileGrid,
-    (first, len): (usize, usize),
-    z: &mut [T],
-    scratch: &mut Scratch<T>,
-) {
-    let (h_out, w_out) = (g.h_out(), g.w_out());
-    let out_plane = h_out * w_out;
-    for segment in segments(grid, first, len) {
-        let n = segment.len();
-        let (row, col) = (2 * segment.row as isize, 2 * segment.first_col as isize);
-        for o in 0..g.c_out {
-            let plane = &grad_output[o * out_plane..(o + 1) * out_plane];
-            for r in 0..2 {
-                load_row(
-                    plane,
-                    (h_out, w_out),
-                    (row + r as isize, col),
-                    &mut scratch.even[r][..n],
-                    &mut scratch.odd[r][..n],
-                );
-            }
-            // A dY: combine the two gradient rows, all columns at once.
-            combine_gradient_rows(&scratch.even, &mut scratch.combined_even, n);
-            combine_gradient_rows(&scratch.odd, &mut scratch.combined_odd, n);
-            // (A dY) A^T: tile t reads columns 2t (even) and 2t + 1 (odd) of each combined row.
-            for k in 0..4 {
-                let (even, odd) = (&scratch.combined_even[k], &scratch.combined_odd[k]);
-                let start = (4 * k * g.c_out + o) * len + segment.offset;
-                let [out0, out1, out2, out3] = four_streams(z, start, g.c_out * len, n);
-                for t in 0..n {
-                    let (p, q) = (even[t], odd[t]);
-                    out0[t] = p;
-                    out1[t] = p + q;
-                    out2[t] = p - q;
-                    out3[t] = -q;
-                }
-            }
-        }
-    }
-}
-
-/// Computes `A dY` for `width` columns of the two rows in `d[0]` and `d[1]`: `out` gets the
-/// rows d0, d0 + d1, d0 - d1 and -d1.
-fn combine_gradient_rows<T: Element>(d: &[Vec<T>; 4], out: &mut [Vec<T>; 4], width: usize) {
-    let [d0, d1, ..] = d;
-    let [r0, r1, r2, r3] = out;
-    for x in 0..width {
-        r0[x] = d0[x];
-        r1[x] = d0[x] + d1[x];
-        r2[x] = d0[x] - d1[x];
-        r3[x] = -d1[x];
-    }
-}
-
 /// Computes the weight gradient of a 3x3 convolution:
 /// `grad_weight[o, i, ki, kj] = sum over images and output pixels of grad_output * x`.
 pub fn weight_grad<T: Element>(x: &[T], grad_output: &[T], g: &ConvGeometry) -> Vec<T> {
+    weight_grad_with(x, grad_output, g, Kernels::detect::<T>())
+}
+
+fn weight_grad_with<T: Element>(
+    x: &[T],
+    grad_output: &[T],
+    g: &ConvGeometry,
+    kernels: Kernels,
+) -> Vec<T> {
     let (c_in, c_out) = (g.c_in, g.c_out);
     let weight_len = c_out * c_in * 9;
     let grid = TileGrid::new(g);
@@ -608,6 +796,7 @@ pub fn weight_grad<T: Element>(x: &[T], grad_output: &[T], g: &ConvGeometry) -> 
         return vec![T::ZERO; weight_len];
     }
     let group = group_len::<T>(g);
+    let group_blocks = group / BLOCK;
     let chunk = group.max(grid.len().div_ceil(MAX_WEIGHT_GRAD_PARTIALS));
     let chunks = grid.len().div_ceil(chunk);
     let image_len = c_in * g.h_in * g.w_in;
@@ -621,34 +810,28 @@ pub fn weight_grad<T: Element>(x: &[T], grad_output: &[T], g: &ConvGeometry) -> 
             let end = ((index + 1) * chunk).min(grid.len());
             let x_image = &x[image * image_len..(image + 1) * image_len];
             let dy_image = &grad_output[image * out_image_len..(image + 1) * out_image_len];
-            let mut v = vec![T::ZERO; POSITIONS * c_in * group];
-            let mut z = vec![T::ZERO; POSITIONS * c_out * group];
+            let mut v = AlignedBuffer::zeroed(group_blocks * c_in * BLOCK_VALUES);
+            let mut z = AlignedBuffer::zeroed(group_blocks * c_out * BLOCK_VALUES);
             let mut partial = vec![T::ZERO; POSITIONS * c_out * c_in];
-            let mut scratch = Scratch::new(grid);
+            let mut scratch = Scratch::new();
             let mut first = index * chunk;
             while first < end {
                 let len = group.min(end - first);
+                let blocks = len.div_ceil(BLOCK);
                 let (v, z) = (
-                    &mut v[..POSITIONS * c_in * len],
-                    &mut z[..POSITIONS * c_out * len],
+                    &mut v.as_mut_slice()[..blocks * c_in * BLOCK_VALUES],
+                    &mut z.as_mut_slice()[..blocks * c_out * BLOCK_VALUES],
                 );
-                transform_inputs(x_image, g, grid, (first, len), v, &mut scratch);
-                transform_output_grads(dy_image, g, grid, (first, len), z, &mut scratch);
-                for position in 0..POSITIONS {
-                    T::gemm(
-                        c_out,
-                        len,
-                        c_in,
-                        T::ONE,
-                        &z[position * c_out * len..(position + 1) * c_out * len],
-                        (len as isize, 1),
-                        &v[position * c_in * len..(position + 1) * c_in * len],
-                        (1, len as isize),
-                        T::ONE,
-                        &mut partial[position * c_out * c_in..(position + 1) * c_out * c_in],
-                        (c_in as isize, 1),
-                    );
+                let v_blocks = v.chunks_exact_mut(c_in * BLOCK_VALUES);
+                let z_blocks = z.chunks_exact_mut(c_out * BLOCK_VALUES);
+                for (block, (v_block, z_block)) in v_blocks.zip(z_blocks).enumerate() {
+                    let tiles = (first + block * BLOCK, BLOCK.min(len - block * BLOCK));
+                    let with = (kernels, &mut scratch);
+                    transform_input_block(x_image, g, grid, tiles, v_block, with);
+                    let with = (kernels, &mut scratch);
+                    transform_gradient_block(dy_image, g, grid, tiles, z_block, with);
                 }
+                accumulate_weight_grad(z, v, &mut partial, (c_out, c_in, blocks), kernels);
                 first += len;
             }
             partial
@@ -773,6 +956,173 @@ mod tests {
                 &weight_grad(&x, &dy, &g),
                 &reference::weight_grad(&x, &dy, &g),
             );
+        }
+    }
+
+    /// Runs `body` once per block of every group of every image of `g`, with the block's
+    /// image index, first tile and tile count.
+    fn for_each_block(g: &ConvGeometry, mut body: impl FnMut(usize, usize, usize)) {
+        let grid = TileGrid::new(g);
+        let group = group_len::<f32>(g);
+        for image in 0..g.n {
+            for first in (0..grid.len()).step_by(group) {
+                let len = group.min(grid.len() - first);
+                for block_first in (first..first + len).step_by(BLOCK) {
+                    body(image, block_first, BLOCK.min(first + len - block_first));
+                }
+            }
+        }
+    }
+
+    fn f32_values(len: usize, seed: u64) -> Vec<f32> {
+        values(len, seed).into_iter().map(|v| v as f32).collect()
+    }
+
+    fn assert_same_bits(portable: &[f32], avx512: &[f32], what: &str) {
+        assert_eq!(portable.len(), avx512.len());
+        for (index, (p, a)) in portable.iter().zip(avx512).enumerate() {
+            assert_eq!(
+                p.to_bits(),
+                a.to_bits(),
+                "{what}, index {index}: {p} vs {a}"
+            );
+        }
+    }
+
+    /// Compares two blocks bit for bit in the lanes of the first `count` tiles, and checks
+    /// that both hold zeros in the other lanes (whose sign may differ: the AVX-512 kernels
+    /// transform zeros there, and the portable loops write them).
+    fn assert_same_block(portable: &[f32], avx512: &[f32], count: usize, what: &str) {
+        assert_eq!(portable.len(), avx512.len());
+        let rows = portable.chunks_exact(BLOCK).zip(avx512.chunks_exact(BLOCK));
+        for (row, (p, a)) in rows.enumerate() {
+            assert_same_bits(&p[..count], &a[..count], &format!("{what}, row {row}"));
+            let padding = p[count..].iter().chain(&a[count..]);
+            assert!(
+                padding.into_iter().all(|&v| v == 0.0),
+                "{what}, row {row}: lanes past the last tile"
+            );
+        }
+    }
+
+    /// Shapes whose blocks span one, two and many tile rows, with padding 0, 1 and 2.
+    const TRANSFORM_CASES: [(usize, usize, usize, usize, usize, isize); 5] = [
+        (1, 3, 2, 5, 4, 1),
+        (2, 2, 3, 9, 7, 2),
+        (1, 4, 5, 40, 37, 0),
+        (1, 2, 2, 11, 70, 1),
+        (1, 1, 1, 30, 3, 0),
+    ];
+
+    /// The AVX-512 transforms must give exactly the portable loops' bits for every tile.
+    #[test]
+    fn avx512_transforms_match_portable() {
+        if Kernels::detect::<f32>() != Kernels::Avx512 {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        for (n, c_in, c_out, h, w, pad) in TRANSFORM_CASES {
+            let g = geometry(n, c_in, c_out, h, w, pad);
+            let grid = TileGrid::new(&g);
+            let x = f32_values(n * c_in * h * w, 5);
+            let out_image_len = c_out * g.h_out() * g.w_out();
+            let dy = f32_values(n * out_image_len, 6);
+            let image_len = c_in * h * w;
+            let mut scratch = Scratch::new();
+            for_each_block(&g, |image, first, count| {
+                let x_image = &x[image * image_len..(image + 1) * image_len];
+                let dy_image = &dy[image * out_image_len..(image + 1) * out_image_len];
+                let mut blocks = [f32::NAN, f32::NAN].map(|fill| vec![fill; c_in * BLOCK_VALUES]);
+                for (kernels, block) in [Kernels::Portable, Kernels::Avx512].iter().zip(&mut blocks)
+                {
+                    let with = (*kernels, &mut scratch);
+                    transform_input_block(x_image, &g, grid, (first, count), block, with);
+                }
+                assert_same_block(&blocks[0], &blocks[1], count, "input transform");
+                let mut blocks = [f32::NAN, f32::NAN].map(|fill| vec![fill; c_out * BLOCK_VALUES]);
+                for (kernels, block) in [Kernels::Portable, Kernels::Avx512].iter().zip(&mut blocks)
+                {
+                    let with = (*kernels, &mut scratch);
+                    transform_gradient_block(dy_image, &g, grid, (first, count), block, with);
+                }
+                assert_same_block(&blocks[0], &blocks[1], count, "gradient transform");
+            });
+        }
+    }
+
+    /// The AVX-512 output transform must write exactly the portable loops' bits, every pixel
+    /// once, and nothing outside the output.
+    #[test]
+    fn avx512_output_transform_matches_portable() {
+        if Kernels::detect::<f32>() != Kernels::Avx512 {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        for (n, c_in, c_out, h, w, pad) in TRANSFORM_CASES {
+            let g = geometry(n, c_in, c_out, h, w, pad);
+            let grid = TileGrid::new(&g);
+            let out_image_len = c_out * g.h_out() * g.w_out();
+            let mut scratch = Scratch::new();
+            // One guard value after the image shows a write past its end.
+            let mut outputs = [
+                vec![f32::NAN; out_image_len + 1],
+                vec![f32::NAN; out_image_len + 1],
+            ];
+            for (seed, kernels) in [Kernels::Portable, Kernels::Avx512].into_iter().enumerate() {
+                for_each_block(&g, |_, first, count| {
+                    let m_block = f32_values(c_out * BLOCK_VALUES, first as u64);
+                    let output = outputs[seed].as_mut_ptr();
+                    // SAFETY: `output` contains the image's output planes, and this loop is the
+                    // only writer.
+                    unsafe {
+                        let with = (kernels, &mut scratch);
+                        untransform_output_block(&m_block, &g, grid, (first, count), output, with);
+                    }
+                });
+            }
+            assert_same_bits(&outputs[0], &outputs[1], "output transform");
+            assert!(
+                outputs[1][..out_image_len].iter().all(|v| !v.is_nan()),
+                "unwritten pixel"
+            );
+            assert!(outputs[1][out_image_len].is_nan(), "write past the output");
+        }
+    }
+
+    /// Both implementations in `f32` against the reference loops in `f64`.
+    #[test]
+    fn f32_kernels_match_reference() {
+        for (n, c_in, c_out, h, w, pad) in CASES {
+            let g = geometry(n, c_in, c_out, h, w, pad);
+            let x = values(n * c_in * h * w, 7);
+            let weight = values(c_out * c_in * 9, 8);
+            let dy = values(n * c_out * g.h_out() * g.w_out(), 9);
+            let forward_expected = reference::forward(&x, &weight, &g);
+            let weight_grad_expected = reference::weight_grad(&x, &dy, &g);
+            let narrow = |values: &[f64]| values.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+            let (x32, weight32, dy32) = (narrow(&x), narrow(&weight), narrow(&dy));
+            for kernels in [Kernels::Portable, Kernels::detect::<f32>()] {
+                let checks = [
+                    (
+                        forward_with(&x32, &weight32, &g, kernels),
+                        &forward_expected,
+                    ),
+                    (
+                        weight_grad_with(&x32, &dy32, &g, kernels),
+                        &weight_grad_expected,
+                    ),
+                ];
+                for (index, (actual, expected)) in checks.iter().enumerate() {
+                    assert_eq!(actual.len(), expected.len());
+                    for (a, e) in actual.iter().zip(expected.iter()) {
+                        assert!(
+                            (*a as f64 - e).abs() <= 1e-5 * (1.0 + e.abs()) * (c_in as f64).sqrt(),
+                            "{kernels:?}, output {index}, case {:?}: {a} vs {e}",
+                            (n, c_in, c_out, h, w, pad)
+                        );
+                    }
+                }
+            }
         }
     }
 

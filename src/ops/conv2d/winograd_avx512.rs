@@ -1,29 +1,51 @@
-//! AVX-512 kernel for the per-position matrix products of the Winograd forward pass in `f32`.
+//! AVX-512 kernels for the per-position matrix products of the Winograd kernels in `f32`.
 //!
-//! For each position, `m = u v` multiplies the transformed weights (`c_out x c_in`) by the
-//! transformed inputs (`c_in x len`, one column per tile). A general GEMM packs both operands
-//! on every call, which cost about a third of its time at these sizes. Here the weights are
-//! packed once per convolution, in blocks of [`CHANNEL_BLOCK`] output channels, and the
-//! transformed inputs are read in place: 32 consecutive tiles of one input channel are two
-//! vector loads. Each step of the inner loop then does 16 fused multiply-adds into 16
-//! accumulator registers (8 output channels by 32 tiles).
+//! Both read the transformed values in the block layout of `winograd.rs`
+//! (`[block][channel][position][lane]`, 16 tiles per block), where the 16 tiles of one channel
+//! and position are one vector load.
+//!
+//! - [`multiply`] (forward pass): for each position, `m = u v` multiplies the transformed
+//!   weights (`c_out x c_in`) by the transformed inputs (`c_in` values per tile). A general
+//!   GEMM packs both operands on every call, which cost about a third of its time at these
+//!   sizes. Here the weights are packed once per convolution, in blocks of [`CHANNEL_BLOCK`]
+//!   output channels, and the inputs are read in place. Each step of the inner loop does 16
+//!   fused multiply-adds into 16 accumulator registers (8 output channels by 32 tiles).
+//! - [`accumulate_weight_grad`] (weight gradient): for each position, `dU += dZ V^T` sums over
+//!   tiles. Each step multiplies the tiles of 4 output-gradient channels by those of 4 input
+//!   channels into 16 accumulators, lane by lane, and the lanes are added up once per call.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
-    __m512, __mmask16, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
-    _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    __m128, __m512, _mm512_add_ps, _mm512_extractf32x4_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_storeu_ps,
+    _mm512_unpackhi_ps, _mm512_unpacklo_ps, _mm_add_ps, _mm_loadu_ps, _mm_storeu_ps,
 };
 
 /// Output channels per block of packed weights and per kernel call.
 pub const CHANNEL_BLOCK: usize = 8;
 
-/// Tiles per kernel call: two 16-lane vectors.
-const TILE_BLOCK: usize = 32;
+/// Tiles per block of the transformed values: one 16-lane vector.
 const LANES: usize = 16;
 
-/// Reports whether this CPU runs the kernel, and whether `c_out` fits its channel blocks.
+/// Positions of a transformed tile.
+const POSITIONS: usize = 16;
+
+/// Values of one channel in one block: 16 positions of 16 lanes.
+const BLOCK_VALUES: usize = POSITIONS * LANES;
+
+/// Channels of each side of one weight-gradient step.
+const GRAD_BLOCK: usize = 4;
+
+/// Reports whether this CPU runs the forward kernel, and whether `c_out` fits its channel
+/// blocks.
 pub fn applies(c_out: usize) -> bool {
     c_out.is_multiple_of(CHANNEL_BLOCK) && cpu_has_avx512()
+}
+
+/// Reports whether this CPU runs the weight-gradient kernel, and whether both channel counts
+/// fit its 4 by 4 steps.
+pub fn weight_grad_applies(c_out: usize, c_in: usize) -> bool {
+    c_out.is_multiple_of(GRAD_BLOCK) && c_in.is_multiple_of(GRAD_BLOCK) && cpu_has_avx512()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -34,6 +56,11 @@ fn cpu_has_avx512() -> bool {
 #[cfg(not(target_arch = "x86_64"))]
 fn cpu_has_avx512() -> bool {
     false
+}
+
+/// Index of the first lane of `position` of `channel` (of `channels`) in block `block`.
+fn block_index(block: usize, channel: usize, channels: usize, position: usize) -> usize {
+    ((block * channels + channel) * POSITIONS + position) * LANES
 }
 
 /// Rearranges position-major weights `u[(position * c_out + o) * c_in + i]` into blocks of
@@ -64,9 +91,9 @@ pub fn pack_weights(u: &[f32], positions: usize, c_out: usize, c_in: usize) -> V
     packed
 }
 
-/// Computes `m[(position * c_out + o) * len + t] = sum over i of
-/// u[position, o, i] * v[(position * c_in + i) * len + t]` for every position, with `packed`
-/// from [`pack_weights`].
+/// Computes `m[block][o][position][lane] = sum over i of u[position, o, i] *
+/// v[block][i][position][lane]` for every block, position and lane, with `packed` from
+/// [`pack_weights`].
 ///
 /// # Panics
 ///
@@ -76,34 +103,23 @@ pub fn multiply(
     packed: &[f32],
     v: &[f32],
     m: &mut [f32],
-    (c_out, c_in, len): (usize, usize, usize),
+    (c_out, c_in, blocks): (usize, usize, usize),
 ) {
     assert!(
         applies(c_out),
         "the AVX-512 kernel does not apply to {c_out} output channels"
     );
-    let positions = packed.len() / (c_out * c_in).max(1);
-    assert_eq!(packed.len(), positions * c_out * c_in);
-    assert_eq!(v.len(), positions * c_in * len);
-    assert_eq!(m.len(), positions * c_out * len);
+    assert_eq!(packed.len(), POSITIONS * c_out * c_in);
+    assert!(v.len() >= blocks * c_in * BLOCK_VALUES);
+    assert!(m.len() >= blocks * c_out * BLOCK_VALUES);
     // SAFETY: `applies` checked that the CPU has AVX-512F, and the assertions above that every
     // index the kernel forms lies inside its buffer.
-    unsafe { multiply_avx512(packed, v, m, (c_out, c_in, len), positions) }
+    unsafe { multiply_avx512(packed, v, m, (c_out, c_in, blocks)) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 pub fn multiply(_: &[f32], _: &[f32], _: &mut [f32], (c_out, _, _): (usize, usize, usize)) {
     panic!("the AVX-512 kernel does not apply to {c_out} output channels on this CPU");
-}
-
-/// Lane mask of the first `count` lanes (at most 16).
-#[cfg(target_arch = "x86_64")]
-fn first_lanes(count: usize) -> __mmask16 {
-    if count >= LANES {
-        0xffff
-    } else {
-        ((1u32 << count) - 1) as __mmask16
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -112,55 +128,43 @@ unsafe fn multiply_avx512(
     packed: &[f32],
     v: &[f32],
     m: &mut [f32],
-    (c_out, c_in, len): (usize, usize, usize),
-    positions: usize,
+    (c_out, c_in, blocks): (usize, usize, usize),
 ) {
-    let blocks = c_out / CHANNEL_BLOCK;
-    for position in 0..positions {
+    let channel_blocks = c_out / CHANNEL_BLOCK;
+    let (inputs, outputs) = (v.as_ptr(), m.as_mut_ptr());
+    for position in 0..POSITIONS {
         let weights = packed[position * c_out * c_in..].as_ptr();
-        let inputs = v[position * c_in * len..].as_ptr();
-        let outputs = m[position * c_out * len..].as_mut_ptr();
-        for first_tile in (0..len).step_by(TILE_BLOCK) {
-            let count = (len - first_tile).min(TILE_BLOCK);
-            for block in 0..blocks {
-                // SAFETY (for the whole block): tiles first_tile..first_tile + count lie in
-                // 0..len, channels in 0..c_in and outputs in 0..c_out, which are inside the
-                // buffers that `multiply` checked. Masked lanes are neither read nor written.
+        // Two blocks (32 tiles) per step; an odd last block runs alone.
+        for first_block in (0..blocks).step_by(2) {
+            let pair = first_block + 1 < blocks;
+            for channel_block in 0..channel_blocks {
+                // SAFETY (for the whole step): blocks first_block..first_block + 2 (the second
+                // only when `pair`), input channels 0..c_in and output channels 0..c_out lie
+                // inside the buffers that `multiply` checked.
                 unsafe {
-                    let block_weights = weights.add(block * c_in * CHANNEL_BLOCK);
+                    let block_weights = weights.add(channel_block * c_in * CHANNEL_BLOCK);
                     let mut sums = [[_mm512_setzero_ps(); 2]; CHANNEL_BLOCK];
-                    if count == TILE_BLOCK {
+                    let low_inputs = inputs.add(block_index(first_block, 0, c_in, position));
+                    if pair {
+                        let high_inputs = low_inputs.add(c_in * BLOCK_VALUES);
                         for i in 0..c_in {
-                            let row = inputs.add(i * len + first_tile);
-                            let low = _mm512_loadu_ps(row);
-                            let high = _mm512_loadu_ps(row.add(LANES));
+                            let low = _mm512_loadu_ps(low_inputs.add(i * BLOCK_VALUES));
+                            let high = _mm512_loadu_ps(high_inputs.add(i * BLOCK_VALUES));
                             accumulate(&mut sums, block_weights.add(i * CHANNEL_BLOCK), low, high);
                         }
                     } else {
-                        let low_mask = first_lanes(count);
-                        let high_mask = first_lanes(count.saturating_sub(LANES));
+                        let zero = _mm512_setzero_ps();
                         for i in 0..c_in {
-                            let row = inputs.add(i * len + first_tile);
-                            let low = _mm512_maskz_loadu_ps(low_mask, row);
-                            let high = if high_mask != 0 {
-                                _mm512_maskz_loadu_ps(high_mask, row.add(LANES))
-                            } else {
-                                _mm512_setzero_ps()
-                            };
-                            accumulate(&mut sums, block_weights.add(i * CHANNEL_BLOCK), low, high);
+                            let low = _mm512_loadu_ps(low_inputs.add(i * BLOCK_VALUES));
+                            accumulate(&mut sums, block_weights.add(i * CHANNEL_BLOCK), low, zero);
                         }
                     }
+                    let first_channel = channel_block * CHANNEL_BLOCK;
                     for (j, [low, high]) in sums.into_iter().enumerate() {
-                        let row = outputs.add((block * CHANNEL_BLOCK + j) * len + first_tile);
-                        if count == TILE_BLOCK {
-                            _mm512_storeu_ps(row, low);
-                            _mm512_storeu_ps(row.add(LANES), high);
-                        } else {
-                            _mm512_mask_storeu_ps(row, first_lanes(count), low);
-                            let high_mask = first_lanes(count.saturating_sub(LANES));
-                            if high_mask != 0 {
-                                _mm512_mask_storeu_ps(row.add(LANES), high_mask, high);
-                            }
+                        let at = block_index(first_block, first_channel + j, c_out, position);
+                        _mm512_storeu_ps(outputs.add(at), low);
+                        if pair {
+                            _mm512_storeu_ps(outputs.add(at + c_out * BLOCK_VALUES), high);
                         }
                     }
                 }
@@ -187,38 +191,212 @@ unsafe fn accumulate(
     }
 }
 
+/// Adds to the position-major `partial[(position * c_out + o) * c_in + i]` the sum over every
+/// lane of `blocks` blocks of `z[block][o][position][lane] * v[block][i][position][lane]`.
+///
+/// Each sum is accumulated per lane over the blocks, then its 16 lanes are added in a fixed
+/// tree order, so the result depends only on the shapes.
+///
+/// # Panics
+///
+/// If [`weight_grad_applies`] is false for the channel counts, or a buffer does not match the
+/// shapes.
+#[cfg(target_arch = "x86_64")]
+pub fn accumulate_weight_grad(
+    z: &[f32],
+    v: &[f32],
+    partial: &mut [f32],
+    (c_out, c_in, blocks): (usize, usize, usize),
+) {
+    assert!(
+        weight_grad_applies(c_out, c_in),
+        "the AVX-512 kernel does not apply to {c_out} by {c_in} channels"
+    );
+    assert!(z.len() >= blocks * c_out * BLOCK_VALUES);
+    assert!(v.len() >= blocks * c_in * BLOCK_VALUES);
+    assert_eq!(partial.len(), POSITIONS * c_out * c_in);
+    // SAFETY: `weight_grad_applies` checked that the CPU has AVX-512F, and the assertions
+    // above that every index the kernel forms lies inside its buffer.
+    unsafe { accumulate_weight_grad_avx512(z, v, partial, (c_out, c_in, blocks)) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn accumulate_weight_grad(
+    _: &[f32],
+    _: &[f32],
+    _: &mut [f32],
+    (c_out, c_in, _): (usize, usize, usize),
+) {
+    panic!("the AVX-512 kernel does not apply to {c_out} by {c_in} channels on this CPU");
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn accumulate_weight_grad_avx512(
+    z: &[f32],
+    v: &[f32],
+    partial: &mut [f32],
+    (c_out, c_in, blocks): (usize, usize, usize),
+) {
+    let (z_stride, v_stride) = (c_out * BLOCK_VALUES, c_in * BLOCK_VALUES);
+    for position in 0..POSITIONS {
+        for first_o in (0..c_out).step_by(GRAD_BLOCK) {
+            for first_i in (0..c_in).step_by(GRAD_BLOCK) {
+                let mut sums = [[_mm512_setzero_ps(); GRAD_BLOCK]; GRAD_BLOCK];
+                // SAFETY: blocks 0..blocks, channels first_o..first_o + 4 of `z` and
+                // first_i..first_i + 4 of `v` lie inside the buffers that the caller checked.
+                unsafe {
+                    let mut z_rows = z.as_ptr().add(block_index(0, first_o, c_out, position));
+                    let mut v_rows = v.as_ptr().add(block_index(0, first_i, c_in, position));
+                    for _ in 0..blocks {
+                        let dz: [__m512; GRAD_BLOCK] =
+                            std::array::from_fn(|a| _mm512_loadu_ps(z_rows.add(a * BLOCK_VALUES)));
+                        let values: [__m512; GRAD_BLOCK] =
+                            std::array::from_fn(|b| _mm512_loadu_ps(v_rows.add(b * BLOCK_VALUES)));
+                        for (row, &dz) in sums.iter_mut().zip(&dz) {
+                            for (sum, &value) in row.iter_mut().zip(&values) {
+                                *sum = _mm512_fmadd_ps(dz, value, *sum);
+                            }
+                        }
+                        z_rows = z_rows.add(z_stride);
+                        v_rows = v_rows.add(v_stride);
+                    }
+                }
+                let totals = sum_lanes(&sums);
+                for (a, row) in totals.iter().enumerate() {
+                    let at = (position * c_out + first_o + a) * c_in + first_i;
+                    let target = &mut partial[at..at + GRAD_BLOCK];
+                    // SAFETY: `target` is the four values that the 128-bit load and store
+                    // touch.
+                    unsafe {
+                        let sum = _mm_add_ps(_mm_loadu_ps(target.as_ptr()), *row);
+                        _mm_storeu_ps(target.as_mut_ptr(), sum);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds up the 16 lanes of each of the 4 by 4 accumulators. Row `a` of the result contains
+/// the totals of `sums[a][0..4]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn sum_lanes(sums: &[[__m512; GRAD_BLOCK]; GRAD_BLOCK]) -> [__m128; GRAD_BLOCK] {
+    // Pair (x, y): each 128-bit lane of the result contains x0 + x2, y0 + y2, x1 + x3, y1 + y3
+    // of the matching lane of x and y.
+    let pair =
+        |x: __m512, y: __m512| _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
+    // Row a: each 128-bit lane contains one partial sum of each of sums[a][0..4].
+    let rows: [__m512; GRAD_BLOCK] = std::array::from_fn(|a| {
+        let [s0, s1, s2, s3] = sums[a];
+        let (first, second) = (pair(s0, s1), pair(s2, s3));
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0b01_00_01_00>(first, second),
+            _mm512_shuffle_ps::<0b11_10_11_10>(first, second),
+        )
+    });
+    // Add the four 128-bit lanes: rows 0 and 1 into one vector, rows 2 and 3 into another,
+    // then each 128-bit lane of `total` is one row's four totals.
+    let halves = |x: __m512, y: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(x, y),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(x, y),
+        )
+    };
+    let (upper, lower) = (halves(rows[0], rows[1]), halves(rows[2], rows[3]));
+    let total = _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0b10_00_10_00>(upper, lower),
+        _mm512_shuffle_f32x4::<0b11_01_11_01>(upper, lower),
+    );
+    [
+        _mm512_extractf32x4_ps::<0>(total),
+        _mm512_extractf32x4_ps::<1>(total),
+        _mm512_extractf32x4_ps::<2>(total),
+        _mm512_extractf32x4_ps::<3>(total),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Compares the kernel with a plain triple loop for tile counts around the block sizes.
+    /// Small integers, so that every product and sum below is exact in `f32` and the kernels
+    /// must match plain loops bit for bit whatever their summation order.
+    fn value(index: usize) -> f32 {
+        ((index * 7919) % 13) as f32 - 6.0
+    }
+
+    /// Compares the forward kernel with plain loops for block counts around its pairs.
     #[test]
     fn multiply_matches_plain_loops() {
         if !cpu_has_avx512() {
             eprintln!("skipped: this CPU has no AVX-512F");
             return;
         }
-        let (positions, c_out, c_in) = (3, 16, 5);
-        for len in [1, 15, 16, 17, 31, 32, 33, 64, 70] {
-            let value = |index: usize| ((index * 7919) % 13) as f32 - 6.0;
-            let u: Vec<f32> = (0..positions * c_out * c_in).map(value).collect();
-            let v: Vec<f32> = (0..positions * c_in * len).map(|i| value(i + 3)).collect();
-            let mut m = vec![f32::NAN; positions * c_out * len];
-            let packed = pack_weights(&u, positions, c_out, c_in);
-            multiply(&packed, &v, &mut m, (c_out, c_in, len));
-            for position in 0..positions {
+        let (c_out, c_in) = (16, 5);
+        for blocks in [1, 2, 3, 4] {
+            let u: Vec<f32> = (0..POSITIONS * c_out * c_in).map(value).collect();
+            let v: Vec<f32> = (0..blocks * c_in * BLOCK_VALUES)
+                .map(|i| value(i + 3))
+                .collect();
+            let mut m = vec![f32::NAN; blocks * c_out * BLOCK_VALUES];
+            let packed = pack_weights(&u, POSITIONS, c_out, c_in);
+            multiply(&packed, &v, &mut m, (c_out, c_in, blocks));
+            for block in 0..blocks {
+                for position in 0..POSITIONS {
+                    for o in 0..c_out {
+                        for lane in 0..LANES {
+                            let expected: f32 = (0..c_in)
+                                .map(|i| {
+                                    u[(position * c_out + o) * c_in + i]
+                                        * v[block_index(block, i, c_in, position) + lane]
+                                })
+                                .sum();
+                            let actual = m[block_index(block, o, c_out, position) + lane];
+                            assert_eq!(
+                                actual, expected,
+                                "blocks {blocks}, block {block}, position {position}, o {o}, lane {lane}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Compares the weight-gradient kernel with plain loops, adding to a nonzero partial.
+    #[test]
+    fn weight_grad_matches_plain_loops() {
+        if !cpu_has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        for (c_out, c_in, blocks) in [(4, 4, 1), (8, 12, 3), (12, 4, 2)] {
+            let z: Vec<f32> = (0..blocks * c_out * BLOCK_VALUES).map(value).collect();
+            let v: Vec<f32> = (0..blocks * c_in * BLOCK_VALUES)
+                .map(|i| value(i + 5))
+                .collect();
+            let initial: Vec<f32> = (0..POSITIONS * c_out * c_in)
+                .map(|i| value(i + 7))
+                .collect();
+            let mut partial = initial.clone();
+            accumulate_weight_grad(&z, &v, &mut partial, (c_out, c_in, blocks));
+            for position in 0..POSITIONS {
                 for o in 0..c_out {
-                    for t in 0..len {
-                        let expected: f32 = (0..c_in)
-                            .map(|i| {
-                                u[(position * c_out + o) * c_in + i]
-                                    * v[(position * c_in + i) * len + t]
-                            })
-                            .sum();
-                        let actual = m[(position * c_out + o) * len + t];
+                    for i in 0..c_in {
+                        let mut expected = initial[(position * c_out + o) * c_in + i];
+                        for block in 0..blocks {
+                            for lane in 0..LANES {
+                                expected += z[block_index(block, o, c_out, position) + lane]
+                                    * v[block_index(block, i, c_in, position) + lane];
+                            }
+                        }
+                        let actual = partial[(position * c_out + o) * c_in + i];
                         assert_eq!(
                             actual, expected,
-                            "len {len}, position {position}, o {o}, t {t}"
+                            "{c_out}x{c_in}, blocks {blocks}, position {position}, o {o}, i {i}"
                         );
                     }
                 }
@@ -230,5 +408,7 @@ mod tests {
     fn applies_needs_channel_blocks() {
         assert!(!applies(3));
         assert!(!applies(12));
+        assert!(!weight_grad_applies(3, 4));
+        assert!(!weight_grad_applies(4, 6));
     }
 }

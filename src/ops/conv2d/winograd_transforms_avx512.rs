@@ -1,0 +1,431 @@
+//! AVX-512 versions of the three Winograd F(2x2, 3x3) transforms in `f32`: the input transform
+//! `B^T d B`, the output transform `A^T M A` of the forward pass, and the output-gradient
+//! transform `A dY A^T` of the weight gradient.
+//!
+//! Each call handles one block of 16 tiles, one tile per vector lane, in the block layout of
+//! `winograd.rs`. A block's tiles lie in one or more tile rows (its parts). For every channel,
+//! the pixels of all parts are merged into the same vectors with masked loads, whose masks
+//! also supply the zero padding. Two permutes split them into even and odd columns, every
+//! transformed value stays in a register, and the 16 positions are stored as 16 whole vectors,
+//! one after the other. Each function performs the same additions and subtractions in the same
+//! order as the portable loops in `winograd.rs`, so both give the same bits for every tile.
+//! Lanes past a group's last tile hold the transform of zeros, which may be -0 where the
+//! portable loops write +0.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{
+    __m512, __m512i, __mmask16, _mm512_add_ps, _mm512_castps_si512, _mm512_castsi512_ps,
+    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_loadu_ps, _mm512_mask_storeu_ps,
+    _mm512_permutex2var_ps, _mm512_set1_epi32, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
+    _mm512_xor_si512,
+};
+
+use super::winograd::Part;
+
+/// Tiles per block: one 16-lane vector.
+const LANES: usize = 16;
+
+/// Values of one channel in one block: 16 positions of 16 lanes.
+const BLOCK_VALUES: usize = 16 * LANES;
+
+/// Reports whether this CPU runs these kernels.
+#[cfg(target_arch = "x86_64")]
+pub fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn available() -> bool {
+    false
+}
+
+/// Shapes of the image a transform reads or writes: `channels` planes of `height x width`.
+#[derive(Clone, Copy)]
+pub struct Planes {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Planes {
+    fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+/// Permute indices that pick the even columns of 32 consecutive values.
+const EVEN: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
+/// Permute indices that pick the odd columns of 32 consecutive values.
+const ODD: [i32; 16] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31];
+/// Interleaves the first eight lanes of two vectors: a0, b0, a1, b1, ...
+const INTERLEAVE_LOW: [i32; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
+/// Interleaves the last eight lanes of two vectors: a8, b8, a9, b9, ...
+const INTERLEAVE_HIGH: [i32; 16] = [8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31];
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn indices(values: &[i32; 16]) -> __m512i {
+    // SAFETY: the array is exactly the 64 bytes that the unaligned load reads.
+    unsafe { _mm512_loadu_si512(values.as_ptr().cast()) }
+}
+
+/// Mask of the lanes of a 16-column window that a part may read or write: lane `w` holds
+/// column `start + w` of a row `width` columns wide and belongs to tile `first_tile + w / 2`
+/// of the block. The lane is set when that tile is one of the part's lanes and the column lies
+/// inside the row. The other lanes are zero padding or another part's pixels.
+#[cfg(target_arch = "x86_64")]
+fn window_mask(part: &Part, first_tile: usize, start: isize, width: usize) -> __mmask16 {
+    let mut mask = 0u16;
+    for w in 0..LANES {
+        let tile = first_tile + w / 2;
+        let col = start + w as isize;
+        if (part.first_lane..part.end_lane).contains(&tile) && col >= 0 && col < width as isize {
+            mask |= 1 << w;
+        }
+    }
+    mask
+}
+
+/// Location of one part's pixels in a plane: the offset of the window's first column in the
+/// part's first row (possibly negative), which of its rows exist, and the masks of its windows.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct PartWindows<const ROWS: usize, const WINDOWS: usize> {
+    offset: isize,
+    rows: [bool; ROWS],
+    masks: [__mmask16; WINDOWS],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<const ROWS: usize, const WINDOWS: usize> PartWindows<ROWS, WINDOWS> {
+    const EMPTY: Self = PartWindows {
+        offset: 0,
+        rows: [false; ROWS],
+        masks: [0; WINDOWS],
+    };
+}
+
+/// Computes the windows of every part: `origin` gives a part's first row and the column of its
+/// lane 0, and window `k` starts `shifts[k]` columns right of that, covering tiles from 8 on
+/// when the shift is 16 or more.
+#[cfg(target_arch = "x86_64")]
+fn part_windows<const ROWS: usize, const WINDOWS: usize>(
+    parts: &[Part],
+    planes: Planes,
+    origin: impl Fn(&Part) -> (isize, isize),
+    shifts: [isize; WINDOWS],
+) -> [PartWindows<ROWS, WINDOWS>; LANES] {
+    assert!(parts.len() <= LANES && parts.iter().all(|part| part.end_lane <= LANES));
+    let mut windows = [PartWindows::EMPTY; LANES];
+    for (window, part) in windows.iter_mut().zip(parts) {
+        let (row, col) = origin(part);
+        window.offset = row * planes.width as isize + col;
+        window.rows =
+            std::array::from_fn(|r| (0..planes.height as isize).contains(&(row + r as isize)));
+        window.masks = shifts.map(|shift| {
+            let first_tile = if shift >= 16 { 8 } else { 0 };
+            window_mask(part, first_tile, col + shift, planes.width)
+        });
+    }
+    windows
+}
+
+/// Flips the sign bit of every lane, as scalar negation does (`0 - x` would turn -0 into +0).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn negate(x: __m512) -> __m512 {
+    let sign = _mm512_set1_epi32(i32::MIN);
+    _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), sign))
+}
+
+/// Writes `B^T d B` of one block's tiles for every input channel into `v_block`
+/// (`[channel][position][lane]`). Lane `j` of `part` covers image rows
+/// `2 row - pad_h..+4` and columns `2 (col + j) - pad_w..+4`. Rows and columns outside the
+/// image read as zero, and lanes outside every part hold the transform of zeros.
+///
+/// # Panics
+///
+/// If the CPU lacks AVX-512F, a part lies past the block, or a buffer does not match the
+/// shapes.
+#[cfg(target_arch = "x86_64")]
+pub fn transform_input_block(
+    image: &[f32],
+    planes: Planes,
+    (pad_h, pad_w): (isize, isize),
+    parts: &[Part],
+    v_block: &mut [f32],
+) {
+    assert!(available(), "this CPU has no AVX-512F");
+    assert!(image.len() >= planes.len(), "image smaller than its planes");
+    assert_eq!(v_block.len(), planes.channels * BLOCK_VALUES, "block size");
+    // Own columns 2j, 2j + 1 in two windows, then the next pair 2j + 2, 2j + 3 in two more.
+    let origin = |part: &Part| (2 * part.row as isize - pad_h, 2 * part.col - pad_w);
+    let windows = part_windows::<4, 4>(parts, planes, origin, INPUT_SHIFTS);
+    // SAFETY: AVX-512F is present, the assertions bound the stores, and the masks admit only
+    // pixels inside the image.
+    unsafe { transform_input_avx512(image, planes, &windows[..parts.len()], v_block) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_input_avx512(
+    image: &[f32],
+    planes: Planes,
+    windows: &[PartWindows<4, 4>],
+    v_block: &mut [f32],
+) {
+    let (even_index, odd_index) = (indices(&EVEN), indices(&ODD));
+    let plane_len = planes.height * planes.width;
+    let zero = _mm512_setzero_ps();
+    for i in 0..planes.channels {
+        let plane = image.as_ptr().wrapping_add(i * plane_len);
+        // even[r], odd[r]: columns 2j and 2j + 1 of lane j's input row r; even_next[r],
+        // odd_next[r]: columns 2j + 2 and 2j + 3.
+        let mut even = [zero; 4];
+        let mut odd = [zero; 4];
+        let mut even_next = [zero; 4];
+        let mut odd_next = [zero; 4];
+        for r in 0..4 {
+            let mut loaded = [zero; 4];
+            for window in windows {
+                if !window.rows[r] {
+                    continue;
+                }
+                let row = plane.wrapping_offset(window.offset + (r * planes.width) as isize);
+                for (value, (mask, shift)) in
+                    loaded.iter_mut().zip(window.masks.iter().zip(INPUT_SHIFTS))
+                {
+                    // SAFETY: the mask admits only columns inside this existing row.
+                    *value =
+                        unsafe { _mm512_mask_loadu_ps(*value, *mask, row.wrapping_offset(shift)) };
+                }
+            }
+            even[r] = _mm512_permutex2var_ps(loaded[0], even_index, loaded[1]);
+            odd[r] = _mm512_permutex2var_ps(loaded[0], odd_index, loaded[1]);
+            even_next[r] = _mm512_permutex2var_ps(loaded[2], even_index, loaded[3]);
+            odd_next[r] = _mm512_permutex2var_ps(loaded[2], odd_index, loaded[3]);
+        }
+        // B^T d for each of the four column streams, then (B^T d) B along the columns.
+        let (even, odd) = (input_rows(&even), input_rows(&odd));
+        let (even_next, odd_next) = (input_rows(&even_next), input_rows(&odd_next));
+        let mut out = v_block.as_mut_ptr().wrapping_add(i * BLOCK_VALUES);
+        for k in 0..4 {
+            let values = [
+                _mm512_sub_ps(even[k], even_next[k]),
+                _mm512_add_ps(odd[k], even_next[k]),
+                _mm512_sub_ps(even_next[k], odd[k]),
+                _mm512_sub_ps(odd[k], odd_next[k]),
+            ];
+            for value in values {
+                // SAFETY: channel i's 16 positions lie inside `v_block`, whose length the
+                // caller checked.
+                unsafe { _mm512_storeu_ps(out, value) };
+                out = out.wrapping_add(LANES);
+            }
+        }
+    }
+}
+
+/// Column shifts of the input transform's four windows: the tiles' own column pairs in the
+/// first two, and the pairs one tile to the right in the last two.
+const INPUT_SHIFTS: [isize; 4] = [0, 16, 2, 18];
+
+/// Returns the first output row and the output column of lane 0 of `part`.
+#[cfg(target_arch = "x86_64")]
+fn output_origin(part: &Part) -> (isize, isize) {
+    (2 * part.row as isize, 2 * part.col)
+}
+
+/// Computes `B^T d` of four input rows: d0 - d2, d1 + d2, d2 - d1 and d1 - d3.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn input_rows(d: &[__m512; 4]) -> [__m512; 4] {
+    [
+        _mm512_sub_ps(d[0], d[2]),
+        _mm512_add_ps(d[1], d[2]),
+        _mm512_sub_ps(d[2], d[1]),
+        _mm512_sub_ps(d[1], d[3]),
+    ]
+}
+
+/// Writes `A dY A^T` of one block's tiles for every output channel into `z_block`
+/// (`[channel][position][lane]`). Lane `j` of `part` covers gradient rows `2 row, 2 row + 1`
+/// and columns `2 (col + j)..+2`. Pixels past the gradient read as zero, and lanes outside
+/// every part hold the transform of zeros.
+///
+/// # Panics
+///
+/// If the CPU lacks AVX-512F, a part lies past the block, or a buffer does not match the
+/// shapes.
+#[cfg(target_arch = "x86_64")]
+pub fn transform_gradient_block(
+    grad_output: &[f32],
+    planes: Planes,
+    parts: &[Part],
+    z_block: &mut [f32],
+) {
+    assert!(available(), "this CPU has no AVX-512F");
+    assert!(
+        grad_output.len() >= planes.len(),
+        "gradient smaller than its planes"
+    );
+    assert_eq!(z_block.len(), planes.channels * BLOCK_VALUES, "block size");
+    let windows = part_windows::<2, 2>(parts, planes, output_origin, [0, 16]);
+    // SAFETY: AVX-512F is present, the assertions bound the stores, and the masks admit only
+    // pixels inside the gradient.
+    unsafe { transform_gradient_avx512(grad_output, planes, &windows[..parts.len()], z_block) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_gradient_avx512(
+    grad_output: &[f32],
+    planes: Planes,
+    windows: &[PartWindows<2, 2>],
+    z_block: &mut [f32],
+) {
+    let (even_index, odd_index) = (indices(&EVEN), indices(&ODD));
+    let plane_len = planes.height * planes.width;
+    let zero = _mm512_setzero_ps();
+    for o in 0..planes.channels {
+        let plane = grad_output.as_ptr().wrapping_add(o * plane_len);
+        let mut even = [zero; 2];
+        let mut odd = [zero; 2];
+        for r in 0..2 {
+            let (mut low, mut high) = (zero, zero);
+            for window in windows {
+                if !window.rows[r] {
+                    continue;
+                }
+                let row = plane.wrapping_offset(window.offset + (r * planes.width) as isize);
+                // SAFETY: the masks admit only columns inside this existing row.
+                unsafe {
+                    low = _mm512_mask_loadu_ps(low, window.masks[0], row);
+                    high = _mm512_mask_loadu_ps(high, window.masks[1], row.wrapping_add(16));
+                }
+            }
+            even[r] = _mm512_permutex2var_ps(low, even_index, high);
+            odd[r] = _mm512_permutex2var_ps(low, odd_index, high);
+        }
+        // A dY: rows d0, d0 + d1, d0 - d1 and -d1; then (A dY) A^T along the columns.
+        let (even, odd) = (gradient_rows(&even), gradient_rows(&odd));
+        let mut out = z_block.as_mut_ptr().wrapping_add(o * BLOCK_VALUES);
+        for k in 0..4 {
+            let (p, q) = (even[k], odd[k]);
+            for value in [p, _mm512_add_ps(p, q), _mm512_sub_ps(p, q), negate(q)] {
+                // SAFETY: channel o's 16 positions lie inside `z_block`, whose length the
+                // caller checked.
+                unsafe { _mm512_storeu_ps(out, value) };
+                out = out.wrapping_add(LANES);
+            }
+        }
+    }
+}
+
+/// Computes `A dY` of two gradient rows: d0, d0 + d1, d0 - d1 and -d1.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn gradient_rows(d: &[__m512; 2]) -> [__m512; 4] {
+    [
+        d[0],
+        _mm512_add_ps(d[0], d[1]),
+        _mm512_sub_ps(d[0], d[1]),
+        negate(d[1]),
+    ]
+}
+
+/// Writes `A^T M A` of one block's products `m_block` (`[channel][position][lane]`) into the
+/// output planes at `output`: lane `j` of `part` gives rows `2 row, 2 row + 1` and columns
+/// `2 (col + j)..+2`, those that lie inside the planes.
+///
+/// # Safety
+///
+/// `output` must point to `planes.len()` writable values, and no other thread may access the
+/// pixels of these tiles while this runs.
+///
+/// # Panics
+///
+/// If the CPU lacks AVX-512F, a part lies past the block, or `m_block` does not match the
+/// shapes.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn untransform_output_block(
+    m_block: &[f32],
+    parts: &[Part],
+    output: *mut f32,
+    planes: Planes,
+) {
+    assert!(available(), "this CPU has no AVX-512F");
+    assert_eq!(m_block.len(), planes.channels * BLOCK_VALUES, "block size");
+    let windows = part_windows::<2, 2>(parts, planes, output_origin, [0, 16]);
+    // SAFETY: AVX-512F is present, the assertion bounds the loads, the masks admit only pixels
+    // inside the planes, and the caller vouches for `output`.
+    unsafe { untransform_output_avx512(m_block, &windows[..parts.len()], output, planes) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn untransform_output_avx512(
+    m_block: &[f32],
+    windows: &[PartWindows<2, 2>],
+    output: *mut f32,
+    planes: Planes,
+) {
+    let (low_index, high_index) = (indices(&INTERLEAVE_LOW), indices(&INTERLEAVE_HIGH));
+    let plane_len = planes.height * planes.width;
+    for o in 0..planes.channels {
+        let products = m_block.as_ptr().wrapping_add(o * BLOCK_VALUES);
+        // SAFETY: channel o's 16 positions lie inside `m_block`, whose length the caller
+        // checked.
+        let values: [__m512; 16] = std::array::from_fn(|position| unsafe {
+            _mm512_loadu_ps(products.add(position * LANES))
+        });
+        // A^T M: upper = m0 + m4 + m8, lower = m4 - m8 - m12, per column c.
+        let upper: [__m512; 4] = std::array::from_fn(|c| {
+            _mm512_add_ps(_mm512_add_ps(values[c], values[4 + c]), values[8 + c])
+        });
+        let lower: [__m512; 4] = std::array::from_fn(|c| {
+            _mm512_sub_ps(_mm512_sub_ps(values[4 + c], values[8 + c]), values[12 + c])
+        });
+        // Columns: (u0 + u1 + u2, u1 - u2 - u3) for each tile, interleaved into a row.
+        let plane = output.wrapping_add(o * plane_len);
+        for (r, sums) in [upper, lower].iter().enumerate() {
+            let left = _mm512_add_ps(_mm512_add_ps(sums[0], sums[1]), sums[2]);
+            let right = _mm512_sub_ps(_mm512_sub_ps(sums[1], sums[2]), sums[3]);
+            let first_half = _mm512_permutex2var_ps(left, low_index, right);
+            let second_half = _mm512_permutex2var_ps(left, high_index, right);
+            for window in windows {
+                if !window.rows[r] {
+                    continue;
+                }
+                let row = plane.wrapping_offset(window.offset + (r * planes.width) as isize);
+                // SAFETY: the masks admit only pixels of this part inside this existing row,
+                // which the caller lets this task write.
+                unsafe {
+                    _mm512_mask_storeu_ps(row, window.masks[0], first_half);
+                    _mm512_mask_storeu_ps(row.wrapping_add(16), window.masks[1], second_half);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn transform_input_block(_: &[f32], _: Planes, _: (isize, isize), _: &[Part], _: &mut [f32]) {
+    panic!("the AVX-512 transforms need an x86-64 CPU");
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn transform_gradient_block(_: &[f32], _: Planes, _: &[Part], _: &mut [f32]) {
+    panic!("the AVX-512 transforms need an x86-64 CPU");
+}
+
+/// # Safety
+///
+/// Never runs: it panics on this architecture.
+#[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn untransform_output_block(_: &[f32], _: &[Part], _: *mut f32, _: Planes) {
+    panic!("the AVX-512 transforms need an x86-64 CPU");
+}

@@ -88,26 +88,63 @@ fn block_index(block: usize, channel: usize, channels: usize, position: usize) -
     ((block * channels + channel) * POSITIONS + position) * BLOCK
 }
 
-/// A zero-filled buffer whose first element is 64-byte aligned, so that the 16 lanes of an
-/// `f32` block row fill one cache line.
-struct AlignedBuffer<T> {
-    data: Vec<T>,
+/// A buffer of a group's transformed values, whose first element is 64-byte aligned so that
+/// the 16 lanes of an `f32` block row fill one cache line.
+///
+/// Its storage comes from a per-thread pool and goes back there on drop, so the convolutions
+/// of a training step reuse the same memory instead of allocating and zero-filling their
+/// buffers again. The contents are therefore unspecified (zeros, or values of an earlier
+/// op), and every user writes the values it reads first.
+struct GroupBuffer<T> {
+    storage: Vec<f64>,
     start: usize,
     len: usize,
+    element: std::marker::PhantomData<T>,
 }
 
-impl<T: Element> AlignedBuffer<T> {
+thread_local! {
+    /// Storage of the [`GroupBuffer`]s this thread has dropped.
+    static GROUP_STORAGE: std::cell::RefCell<Vec<Vec<f64>>> = const {
+        std::cell::RefCell::new(Vec::new())
+    };
+}
+
+impl<T: Element> GroupBuffer<T> {
     const ALIGN_BYTES: usize = 64;
 
-    fn zeroed(len: usize) -> Self {
-        let slack = Self::ALIGN_BYTES / std::mem::size_of::<T>();
-        let data = vec![T::ZERO; len + slack];
-        let start = data.as_ptr().align_offset(Self::ALIGN_BYTES).min(slack);
-        AlignedBuffer { data, start, len }
+    fn new(len: usize) -> Self {
+        // `T` is `f32` or `f64`: its size divides 8 and its alignment is at most 8, so the
+        // `f64` storage can hold `len` of them, and any bit pattern is a valid value of both.
+        assert!(8 % std::mem::size_of::<T>() == 0 && std::mem::align_of::<T>() <= 8);
+        let words = (len * std::mem::size_of::<T>()).div_ceil(8) + Self::ALIGN_BYTES / 8;
+        let mut storage = GROUP_STORAGE
+            .with(|pool| pool.borrow_mut().pop())
+            .unwrap_or_default();
+        if storage.len() < words {
+            storage.resize(words, 0.0);
+        }
+        let start = storage.as_ptr().align_offset(Self::ALIGN_BYTES) * 8 / std::mem::size_of::<T>();
+        GroupBuffer {
+            storage,
+            start,
+            len,
+            element: std::marker::PhantomData,
+        }
     }
 
     fn as_mut_slice(&mut self) -> &mut [T] {
-        &mut self.data[self.start..self.start + self.len]
+        let values = self.storage.as_mut_ptr().cast::<T>();
+        // SAFETY: `new` sized the storage for `start + len` values of `T` (the alignment
+        // slack covers `start`), the pointer is aligned for `T`, every bit pattern is a valid
+        // `T`, and the slice borrows `self` mutably.
+        unsafe { std::slice::from_raw_parts_mut(values.add(self.start), self.len) }
+    }
+}
+
+impl<T> Drop for GroupBuffer<T> {
+    fn drop(&mut self) {
+        let storage = std::mem::take(&mut self.storage);
+        GROUP_STORAGE.with(|pool| pool.borrow_mut().push(storage));
     }
 }
 
@@ -739,8 +776,8 @@ fn forward_with<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry, kernels: Ke
     (0..g.n * groups).into_par_iter().for_each_init(
         || {
             (
-                AlignedBuffer::zeroed(group_blocks * g.c_in * BLOCK_VALUES),
-                AlignedBuffer::zeroed(group_blocks * g.c_out * BLOCK_VALUES),
+                GroupBuffer::new(group_blocks * g.c_in * BLOCK_VALUES),
+                GroupBuffer::new(group_blocks * g.c_out * BLOCK_VALUES),
                 Scratch::new(),
             )
         },
@@ -810,8 +847,8 @@ fn weight_grad_with<T: Element>(
             let end = ((index + 1) * chunk).min(grid.len());
             let x_image = &x[image * image_len..(image + 1) * image_len];
             let dy_image = &grad_output[image * out_image_len..(image + 1) * out_image_len];
-            let mut v = AlignedBuffer::zeroed(group_blocks * c_in * BLOCK_VALUES);
-            let mut z = AlignedBuffer::zeroed(group_blocks * c_out * BLOCK_VALUES);
+            let mut v = GroupBuffer::new(group_blocks * c_in * BLOCK_VALUES);
+            let mut z = GroupBuffer::new(group_blocks * c_out * BLOCK_VALUES);
             let mut partial = vec![T::ZERO; POSITIONS * c_out * c_in];
             let mut scratch = Scratch::new();
             let mut first = index * chunk;

@@ -24,11 +24,13 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Random convolutions. With 1 to 8 channels on each side, f32 cases run the direct kernels
+/// for thin convolutions and Winograd or im2col for the others.
 fn geometry() -> impl Strategy<Value = (ConvGeometry, u64)> {
     (
         1usize..=2,
-        1usize..=5,
-        1usize..=5,
+        1usize..=8,
+        1usize..=8,
         1usize..=19,
         1usize..=23,
         1usize..=4,
@@ -91,8 +93,8 @@ fn max_relative_error(fast: &[f32], reference: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Runs the three f32 convolution ops (3x3 kernels take the Winograd path) and compares them
-/// with the f64 reference loops.
+/// Runs the three f32 convolution ops (thin convolutions take the direct kernels, other 3x3
+/// kernels Winograd) and compares them with the f64 reference loops.
 fn check_f32_conv(g: &ConvGeometry, seed: u64) -> [f64; 3] {
     let mut rng = SeededNormal::new(seed);
     let x = rng.tensor(&[g.n, g.c_in, g.h_in, g.w_in]);
@@ -128,7 +130,7 @@ proptest! {
 
     #[test]
     fn f32_conv2d_matches_reference_loops((g, seed) in geometry()) {
-        // Sums of at most 5 * 16 products of unit normals: f32 rounding stays far below 1e-4.
+        // Sums of at most 8 * 16 products of unit normals: f32 rounding stays far below 1e-4.
         let [forward, input_grad, weight_grad] = check_f32_conv(&g, seed);
         prop_assert!(forward < 1e-4, "forward error {forward}");
         prop_assert!(input_grad < 1e-4, "input gradient error {input_grad}");
@@ -237,6 +239,39 @@ fn results_identical_across_thread_counts() {
             "result {index} differs between 1 and 3 threads"
         );
         assert!(b.bitwise_eq(c), "result {index} differs between two runs");
+    }
+}
+
+/// Runs SinGAN's first and last layers in f32 (3 -> 32 and 32 -> 1 channels), whose forward
+/// passes and gradients use the direct kernels and Winograd, and returns every result.
+fn thin_pipeline() -> Vec<Tensor<f32>> {
+    let mut rng = SeededNormal::new(12);
+    let x = Var::param(rng.tensor(&[1, 3, 41, 53]).cast::<f32>());
+    let w_first = Var::param(rng.tensor(&[32, 3, 3, 3]).cast::<f32>());
+    let w_last = Var::param(rng.tensor(&[1, 32, 3, 3]).cast::<f32>());
+    let hidden = x
+        .conv2d(&w_first, None, 0)
+        .unwrap()
+        .leaky_relu(0.2)
+        .unwrap();
+    let y = hidden.conv2d(&w_last, None, 0).unwrap();
+    let loss = y.square().unwrap().mean().unwrap();
+    let params = [x, w_first, w_last];
+    let grads = singan::grad(std::slice::from_ref(&loss), &params, None, false).unwrap();
+    let mut out = vec![hidden.value().clone(), y.value().clone()];
+    out.extend(grads.into_iter().map(|g| g.unwrap().value().clone()));
+    out
+}
+
+#[test]
+fn thin_conv_identical_across_thread_counts() {
+    let single_thread = with_threads(1, thin_pipeline);
+    let three_threads = with_threads(3, thin_pipeline);
+    for (index, (a, b)) in single_thread.iter().zip(&three_threads).enumerate() {
+        assert!(
+            a.bitwise_eq(b),
+            "result {index} differs between 1 and 3 threads"
+        );
     }
 }
 

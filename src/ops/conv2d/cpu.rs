@@ -1,7 +1,16 @@
 //! Rayon kernels for 2-D convolution (stride 1) through im2col and a blocked GEMM.
 //!
-//! 3x3 convolutions in `f32` go to the Winograd kernels instead (see `winograd.rs`), which
-//! need 16 multiply-adds per 2x2 output tile and channel pair where im2col needs 36.
+//! In `f32`, two other kernel families take over:
+//!
+//! - thin convolutions go to the direct kernels in `direct.rs`: forward passes with at most 4
+//!   output channels, and 3x3 weight gradients with at most 4 channels on one side (the rule
+//!   and its measurements are at `direct::is_thin`);
+//! - the other 3x3 convolutions go to the Winograd kernels in `winograd.rs`, which need 16
+//!   multiply-adds per 2x2 output tile and channel pair where im2col needs 36.
+//!
+//! The input gradient runs as a forward pass with the channels swapped, so it takes the
+//! direct kernels when the forward convolution has at most 4 input channels. `f64` always
+//! runs im2col.
 //!
 //! The output columns of each image are split into fixed-size chunks. One task unfolds the input
 //! patches of its chunk (im2col) and multiplies them by the weight matrix with
@@ -10,7 +19,7 @@
 
 use rayon::prelude::*;
 
-use super::winograd;
+use super::{direct, winograd};
 use crate::element::{DType, Element};
 
 /// Output columns per im2col task.
@@ -101,14 +110,24 @@ fn im2col<T: Element>(image: &[T], g: &ConvGeometry, first: usize, len: usize, c
 }
 
 /// Reports whether a convolution runs on the Winograd kernels: 3x3 kernels in `f32`. `f64`
-/// keeps the direct method, whose sums match a plain loop's to the last few bits, because it
-/// is the precision that gradient checks and reference comparisons run in.
+/// keeps im2col, whose sums match a plain loop's to the last few bits, because it is the
+/// precision that gradient checks and reference comparisons run in.
 fn use_winograd<T: Element>(g: &ConvGeometry) -> bool {
     T::DTYPE == DType::F32 && winograd::supports(g)
 }
 
+/// Reports whether `pass` of a convolution runs on the direct kernels: thin convolutions (see
+/// [`direct::is_thin`]) in `f32`. `f64` stays on im2col for the reason given at
+/// [`use_winograd`].
+fn use_direct<T: Element>(g: &ConvGeometry, pass: direct::Pass) -> bool {
+    T::DTYPE == DType::F32 && direct::is_thin(g, pass)
+}
+
 /// Computes the convolution `y = conv(x, weight)` with no bias.
 pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
+    if use_direct::<T>(g, direct::Pass::Forward) {
+        return direct::forward(x, weight, g);
+    }
     if use_winograd::<T>(g) {
         return winograd::forward(x, weight, g);
     }
@@ -168,7 +187,7 @@ pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
 
 /// Returns the weight rearranged for the input gradient: `(c_in, c_out, k_h, k_w)`, each kernel
 /// rotated by 180 degrees.
-fn flip_transpose<T: Element>(
+pub(super) fn flip_transpose<T: Element>(
     weight: &[T],
     c_out: usize,
     c_in: usize,
@@ -194,6 +213,13 @@ fn flip_transpose<T: Element>(
 /// `grad_output` with the rotated, transposed weight. `g` describes the forward convolution.
 pub fn input_grad<T: Element>(grad_output: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
     let rotated = flip_transpose(weight, g.c_out, g.c_in, g.k_h, g.k_w);
+    forward(grad_output, &rotated, &transposed_geometry(g))
+}
+
+/// Returns the geometry of the forward convolution that computes the input gradient of `g`:
+/// channels swapped, `grad_output` as the input, and padding `k - 1 - pad`, which is negative
+/// where `g` pads by more than `k - 1`.
+pub(super) fn transposed_geometry(g: &ConvGeometry) -> ConvGeometry {
     let transposed = ConvGeometry {
         n: g.n,
         c_in: g.c_out,
@@ -206,12 +232,15 @@ pub fn input_grad<T: Element>(grad_output: &[T], weight: &[T], g: &ConvGeometry)
         pad_w: g.k_w as isize - 1 - g.pad_w,
     };
     debug_assert_eq!((transposed.h_out(), transposed.w_out()), (g.h_in, g.w_in));
-    forward(grad_output, &rotated, &transposed)
+    transposed
 }
 
 /// Computes the gradient of the convolution with respect to its weight:
 /// `grad_weight[o, (i, ki, kj)] = sum over images and output pixels of grad_output * patch`.
 pub fn weight_grad<T: Element>(x: &[T], grad_output: &[T], g: &ConvGeometry) -> Vec<T> {
+    if use_direct::<T>(g, direct::Pass::WeightGrad) {
+        return direct::weight_grad(x, grad_output, g);
+    }
     if use_winograd::<T>(g) {
         return winograd::weight_grad(x, grad_output, g);
     }

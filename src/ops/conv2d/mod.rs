@@ -13,6 +13,7 @@
 
 pub(crate) mod cpu;
 pub(crate) mod cuda;
+mod direct;
 mod winograd;
 mod winograd_avx512;
 mod winograd_transforms_avx512;

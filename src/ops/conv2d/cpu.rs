@@ -3,8 +3,8 @@
 //! In `f32`, two other kernel families take over:
 //!
 //! - thin convolutions go to the direct kernels in `direct.rs`: forward passes with at most 4
-//!   output channels, and 3x3 weight gradients with at most 4 channels on one side (the rule
-//!   and its measurements are at `direct::is_thin`);
+//!   output channels, and 3x3 weight gradients with one output channel (the rule and its
+//!   measurements are at `direct::is_thin`);
 //! - the other 3x3 convolutions go to the Winograd kernels in `winograd.rs`, which need 16
 //!   multiply-adds per 2x2 output tile and channel pair where im2col needs 36.
 //!

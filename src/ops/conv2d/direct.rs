@@ -2,8 +2,10 @@
 //! one side, in `f32` and `f64`.
 //!
 //! Winograd and im2col pay a cost per channel (an input or output transform, an unfolded copy)
-//! that a wide convolution spreads over many channels. With one to four channels on one side
-//! that cost dominates, so these kernels multiply shifted input rows by each tap in place.
+//! that a wide convolution spreads over many channels. With one to four output channels that
+//! cost dominates, so these kernels multiply shifted input rows by each tap in place. The
+//! weight-gradient kernel takes few channels on either side, but [`is_thin`] sends it only
+//! 3x3 convolutions with one output channel.
 //! [`is_thin`] decides which convolutions `cpu.rs` sends here.
 //!
 //! Each output value is summed in the order (input channel, kernel row, kernel column), the
@@ -68,29 +70,33 @@ pub enum Pass {
 /// convolutions:
 ///
 /// - forward pass: `c_out <= 4`, any kernel size;
-/// - weight gradient: a 3x3 kernel and `min(c_in, c_out) <= 4`.
+/// - weight gradient: a 3x3 kernel and `c_out == 1` (a critic's last layer).
 ///
 /// The rule comes from timing `f32` convolutions through the public ops against the kernels
-/// they replace, at 25x34, 64x81 and 186x248 pixels and 32 to 128 channels on the wide side.
-/// Each time is the min of repeated calls on 2 threads of a shared AMD EPYC (Zen 4, AVX-512),
-/// with about 20% noise:
+/// they replace, at SinGAN's layer sizes from 25x34 to 186x248 pixels with 32 to 128 channels
+/// on the wide side. Each time is the min of repeated calls on a shared 2-core AMD EPYC
+/// (Zen 4, AVX-512), on 1 and 2 threads:
 ///
-/// - 3x3 forward, `c_out` of 1 to 4: 1.6 to 7 times as fast as Winograd. With 5 or 6 output
-///   channels it was still 1.3 to 2.3 times, with 8 it was 0.5 to 1.1 times, and 4 keeps a
-///   margin for other CPUs.
+/// - 3x3 forward, `c_out` of 1 to 4: 1.2 to 4 times as fast as Winograd with 2 threads. The
+///   input gradient of a convolution with `c_in = 3` is such a forward pass, and was 1.7 to 4
+///   times as fast. A first measurement against an older Winograd kernel found 1.3 to 2.3
+///   times with 5 or 6 output channels and 0.5 to 1.1 times with 8; 4 keeps a margin.
 /// - 3x3 forward, `c_in` of 1 to 4 and a wide `c_out`: 0.5 to 1.1 times as fast at 64x81
 ///   pixels and more. Winograd needs 16 multiplications per 2x2 output tile where these
 ///   kernels need 36, and its transforms cost little when the thin side is the input, so
-///   these stay on Winograd. So do the input gradients of convolutions with a thin `c_out`.
-/// - 3x3 weight gradient, 1 to 4 channels on either side: 1.1 to 8 times as fast as
-///   Winograd, against 0.4 to 1.6 times with 5 to 8 channels.
+///   these stay on Winograd.
+/// - 3x3 weight gradient with 3 channels on one side: Winograd was 1.1 to 4.5 times as fast
+///   (except 128 to 3 channels at 196x258 pixels, 0.7 times). With `c_out = 1`, Winograd's 4
+///   by 4 channel steps compute three zero rows. There the direct kernel was 0.6 to 0.9 times
+///   as fast up to 88x117 pixels, and 2.1 times at 186x248 with 128 channels, the size that
+///   weighs most in a training run.
 /// - 1x1 and 5x5 kernels at 64x81 pixels, against im2col: the forward pass with `c_out <= 4`
 ///   was 1.4 to 12 times as fast, but the weight gradient with a thin `c_in` up to 6 times
 ///   slower.
 pub fn is_thin(g: &ConvGeometry, pass: Pass) -> bool {
     match pass {
         Pass::Forward => g.c_out <= MAX_THIN_CHANNELS,
-        Pass::WeightGrad => g.k_h == 3 && g.k_w == 3 && g.c_in.min(g.c_out) <= MAX_THIN_CHANNELS,
+        Pass::WeightGrad => g.k_h == 3 && g.k_w == 3 && g.c_out == 1,
     }
 }
 
@@ -815,9 +821,9 @@ mod tests {
         assert!(is_thin(&with_channels(128, 4), Pass::Forward));
         assert!(!is_thin(&with_channels(3, 32), Pass::Forward));
         assert!(!is_thin(&with_channels(32, 5), Pass::Forward));
-        assert!(is_thin(&with_channels(3, 32), Pass::WeightGrad));
-        assert!(is_thin(&with_channels(32, 4), Pass::WeightGrad));
-        assert!(!is_thin(&with_channels(5, 128), Pass::WeightGrad));
+        assert!(is_thin(&with_channels(32, 1), Pass::WeightGrad));
+        assert!(!is_thin(&with_channels(3, 32), Pass::WeightGrad));
+        assert!(!is_thin(&with_channels(32, 3), Pass::WeightGrad));
         let five_by_five = geometry((1, 32, 1, 8, 8, 5, 5, 0));
         assert!(is_thin(&five_by_five, Pass::Forward));
         assert!(!is_thin(&five_by_five, Pass::WeightGrad));

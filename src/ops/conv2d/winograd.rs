@@ -49,6 +49,19 @@ const MAX_GROUP_BYTES: usize = 4 << 20;
 /// Most partial weight gradients per image; each is `16 * c_out * c_in` values.
 const MAX_WEIGHT_GRAD_PARTIALS: usize = 16;
 
+/// Least tasks per image of the forward pass when the image is small enough to need fewer
+/// than [`GROUP_TILES`] tiles per task for it, so that both of two threads get work and
+/// finish close together. An image of 96 tiles (the coarsest critic layers) splits into six
+/// tasks of 16 tiles.
+const MIN_FORWARD_TASKS: usize = 8;
+
+/// Least tasks per image of the weight gradient, for the same reason. Fewer than for the
+/// forward pass, because each task pays a fixed cost to add up its sums' lanes.
+const MIN_WEIGHT_GRAD_TASKS: usize = 4;
+
+/// Least tiles per weight-gradient task: four blocks.
+const MIN_WEIGHT_GRAD_CHUNK: usize = 4 * BLOCK;
+
 /// Reports whether the Winograd kernels compute this convolution.
 pub fn supports(g: &ConvGeometry) -> bool {
     g.k_h == 3 && g.k_w == 3
@@ -81,6 +94,25 @@ fn group_len<T>(g: &ConvGeometry) -> usize {
     let per_tile = POSITIONS * (g.c_in + g.c_out) * std::mem::size_of::<T>();
     let fitting = (MAX_GROUP_BYTES / per_tile.max(1)) / BLOCK * BLOCK;
     fitting.clamp(BLOCK, GROUP_TILES)
+}
+
+/// Tiles per task of the forward pass: [`group_len`], or fewer for small images, so that
+/// each image splits into at least [`MIN_FORWARD_TASKS`] tasks of whole blocks.
+fn forward_group_len<T>(g: &ConvGeometry, tiles: usize) -> usize {
+    let even_split = tiles.div_ceil(MIN_FORWARD_TASKS).next_multiple_of(BLOCK);
+    even_split.clamp(BLOCK, group_len::<T>(g))
+}
+
+/// Tiles per weight-gradient task: enough for at most [`MAX_WEIGHT_GRAD_PARTIALS`] partial
+/// sums, and for small images fewer than [`group_len`] but at least
+/// [`MIN_WEIGHT_GRAD_CHUNK`], aiming at [`MIN_WEIGHT_GRAD_TASKS`] tasks.
+fn weight_grad_chunk_len<T>(g: &ConvGeometry, tiles: usize) -> usize {
+    let even_split = tiles
+        .div_ceil(MIN_WEIGHT_GRAD_TASKS)
+        .next_multiple_of(BLOCK);
+    // Not `clamp`: with thousands of channels `group_len` is below the minimum, and wins.
+    let small_image_chunk = even_split.max(MIN_WEIGHT_GRAD_CHUNK).min(group_len::<T>(g));
+    small_image_chunk.max(tiles.div_ceil(MAX_WEIGHT_GRAD_PARTIALS))
 }
 
 /// Index of the first lane of `position` of `channel` (of `channels`) in block `block`.
@@ -710,7 +742,7 @@ fn accumulate_weight_grad<T: Element>(
     kernels: Kernels,
 ) {
     if let (Some(z), Some(v), Some(partial)) = (as_f32(z), as_f32(v), as_f32_mut(partial)) {
-        if kernels == Kernels::Avx512 && avx512::weight_grad_applies(c_out, c_in) {
+        if kernels == Kernels::Avx512 && avx512::weight_grad_applies() {
             avx512::accumulate_weight_grad(z, v, partial, (c_out, c_in, blocks));
             return;
         }
@@ -767,7 +799,7 @@ fn forward_with<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry, kernels: Ke
     // The tasks write every pixel exactly once, so `y` is not zero-filled first.
     let mut y: Vec<T> = Vec::with_capacity(y_len);
     let u = Weights::new(transform_weights(weight, g.c_out, g.c_in), g, kernels);
-    let group = group_len::<T>(g);
+    let group = forward_group_len::<T>(g, grid.len());
     let groups = grid.len().div_ceil(group);
     let group_blocks = group / BLOCK;
     let image_len = g.c_in * g.h_in * g.w_in;
@@ -834,7 +866,7 @@ fn weight_grad_with<T: Element>(
     }
     let group = group_len::<T>(g);
     let group_blocks = group / BLOCK;
-    let chunk = group.max(grid.len().div_ceil(MAX_WEIGHT_GRAD_PARTIALS));
+    let chunk = weight_grad_chunk_len::<T>(g, grid.len());
     let chunks = grid.len().div_ceil(chunk);
     let image_len = c_in * g.h_in * g.w_in;
     let out_image_len = c_out * g.h_out() * g.w_out();
@@ -1000,7 +1032,7 @@ mod tests {
     /// image index, first tile and tile count.
     fn for_each_block(g: &ConvGeometry, mut body: impl FnMut(usize, usize, usize)) {
         let grid = TileGrid::new(g);
-        let group = group_len::<f32>(g);
+        let group = forward_group_len::<f32>(g, grid.len());
         for image in 0..g.n {
             for first in (0..grid.len()).step_by(group) {
                 let len = group.min(grid.len() - first);
@@ -1170,6 +1202,29 @@ mod tests {
             let len = group_len::<f32>(&g);
             assert!(len >= 16);
             assert_eq!(len % 16, 0);
+        }
+    }
+
+    /// Task sizes stay whole blocks within the group size for any image and channel count.
+    #[test]
+    fn task_lengths_fit_groups() {
+        for channels in [1, 3, 32, 128, 4096] {
+            let g = geometry(1, channels, channels, 8, 8, 0);
+            let group = group_len::<f32>(&g);
+            for tiles in [1, 16, 96, 357, 972, 12416, 1 << 20] {
+                let forward = forward_group_len::<f32>(&g, tiles);
+                assert!(forward <= group, "{channels} channels, {tiles} tiles");
+                assert_eq!(forward % BLOCK, 0, "{channels} channels, {tiles} tiles");
+                let chunk = weight_grad_chunk_len::<f32>(&g, tiles);
+                assert!(
+                    chunk >= group.min(MIN_WEIGHT_GRAD_CHUNK),
+                    "{channels}, {tiles}"
+                );
+                assert!(
+                    tiles.div_ceil(chunk) <= MAX_WEIGHT_GRAD_PARTIALS,
+                    "{channels}, {tiles}"
+                );
+            }
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`accumulate_weight_grad`] (weight gradient): for each position, `dU += dZ V^T` sums over
 //!   tiles. Each step multiplies the tiles of 4 output-gradient channels by those of 4 input
 //!   channels into 16 accumulators, lane by lane, and the lanes are added up once per call.
+//!   Channel counts that are not multiples of 4 end with a partial step.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
@@ -42,10 +43,9 @@ pub fn applies(c_out: usize) -> bool {
     c_out.is_multiple_of(CHANNEL_BLOCK) && cpu_has_avx512()
 }
 
-/// Reports whether this CPU runs the weight-gradient kernel, and whether both channel counts
-/// fit its 4 by 4 steps.
-pub fn weight_grad_applies(c_out: usize, c_in: usize) -> bool {
-    c_out.is_multiple_of(GRAD_BLOCK) && c_in.is_multiple_of(GRAD_BLOCK) && cpu_has_avx512()
+/// Reports whether this CPU runs the weight-gradient kernel, which takes any channel counts.
+pub fn weight_grad_applies() -> bool {
+    cpu_has_avx512()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -153,10 +153,17 @@ unsafe fn multiply_avx512(
                             accumulate(&mut sums, block_weights.add(i * CHANNEL_BLOCK), low, high);
                         }
                     } else {
-                        let zero = _mm512_setzero_ps();
+                        let mut single = [_mm512_setzero_ps(); CHANNEL_BLOCK];
                         for i in 0..c_in {
                             let low = _mm512_loadu_ps(low_inputs.add(i * BLOCK_VALUES));
-                            accumulate(&mut sums, block_weights.add(i * CHANNEL_BLOCK), low, zero);
+                            accumulate_single(
+                                &mut single,
+                                block_weights.add(i * CHANNEL_BLOCK),
+                                low,
+                            );
+                        }
+                        for (sum, value) in sums.iter_mut().zip(single) {
+                            sum[0] = value;
                         }
                     }
                     let first_channel = channel_block * CHANNEL_BLOCK;
@@ -191,6 +198,23 @@ unsafe fn accumulate(
     }
 }
 
+/// Adds `weights[j] * values` to the sum of output channel `j` of the block: the one-block
+/// form of [`accumulate`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn accumulate_single(
+    sums: &mut [__m512; CHANNEL_BLOCK],
+    weights: *const f32,
+    values: __m512,
+) {
+    for (j, sum) in sums.iter_mut().enumerate() {
+        // SAFETY: the caller passes a pointer to CHANNEL_BLOCK packed weights.
+        let weight = _mm512_set1_ps(unsafe { *weights.add(j) });
+        *sum = _mm512_fmadd_ps(weight, values, *sum);
+    }
+}
+
 /// Adds to the position-major `partial[(position * c_out + o) * c_in + i]` the sum over every
 /// lane of `blocks` blocks of `z[block][o][position][lane] * v[block][i][position][lane]`.
 ///
@@ -199,8 +223,7 @@ unsafe fn accumulate(
 ///
 /// # Panics
 ///
-/// If [`weight_grad_applies`] is false for the channel counts, or a buffer does not match the
-/// shapes.
+/// If [`weight_grad_applies`] is false, or a buffer does not match the shapes.
 #[cfg(target_arch = "x86_64")]
 pub fn accumulate_weight_grad(
     z: &[f32],
@@ -208,14 +231,11 @@ pub fn accumulate_weight_grad(
     partial: &mut [f32],
     (c_out, c_in, blocks): (usize, usize, usize),
 ) {
-    assert!(
-        weight_grad_applies(c_out, c_in),
-        "the AVX-512 kernel does not apply to {c_out} by {c_in} channels"
-    );
+    assert!(weight_grad_applies(), "this CPU has no AVX-512F");
     assert!(z.len() >= blocks * c_out * BLOCK_VALUES);
     assert!(v.len() >= blocks * c_in * BLOCK_VALUES);
     assert_eq!(partial.len(), POSITIONS * c_out * c_in);
-    // SAFETY: `weight_grad_applies` checked that the CPU has AVX-512F, and the assertions
+    // SAFETY: `weight_grad_applies` confirmed that the CPU has AVX-512F, and the assertions
     // above that every index the kernel forms lies inside its buffer.
     unsafe { accumulate_weight_grad_avx512(z, v, partial, (c_out, c_in, blocks)) }
 }
@@ -241,18 +261,32 @@ unsafe fn accumulate_weight_grad_avx512(
     let (z_stride, v_stride) = (c_out * BLOCK_VALUES, c_in * BLOCK_VALUES);
     for position in 0..POSITIONS {
         for first_o in (0..c_out).step_by(GRAD_BLOCK) {
+            // The last step of each side may have fewer than 4 channels; its missing rows
+            // are zero vectors, and their sums are not stored.
+            let rows_o = (c_out - first_o).min(GRAD_BLOCK);
             for first_i in (0..c_in).step_by(GRAD_BLOCK) {
+                let rows_i = (c_in - first_i).min(GRAD_BLOCK);
                 let mut sums = [[_mm512_setzero_ps(); GRAD_BLOCK]; GRAD_BLOCK];
-                // SAFETY: blocks 0..blocks, channels first_o..first_o + 4 of `z` and
-                // first_i..first_i + 4 of `v` lie inside the buffers that the caller checked.
+                let zero = _mm512_setzero_ps();
+                // SAFETY: blocks 0..blocks, channels first_o..first_o + rows_o of `z` and
+                // first_i..first_i + rows_i of `v` lie inside the buffers that the caller
+                // checked, and no other rows are read.
                 unsafe {
                     let mut z_rows = z.as_ptr().add(block_index(0, first_o, c_out, position));
                     let mut v_rows = v.as_ptr().add(block_index(0, first_i, c_in, position));
+                    let full = rows_o == GRAD_BLOCK && rows_i == GRAD_BLOCK;
                     for _ in 0..blocks {
+                        let load = |rows: *const f32, count: usize, a: usize| {
+                            if full || a < count {
+                                _mm512_loadu_ps(rows.add(a * BLOCK_VALUES))
+                            } else {
+                                zero
+                            }
+                        };
                         let dz: [__m512; GRAD_BLOCK] =
-                            std::array::from_fn(|a| _mm512_loadu_ps(z_rows.add(a * BLOCK_VALUES)));
+                            std::array::from_fn(|a| load(z_rows, rows_o, a));
                         let values: [__m512; GRAD_BLOCK] =
-                            std::array::from_fn(|b| _mm512_loadu_ps(v_rows.add(b * BLOCK_VALUES)));
+                            std::array::from_fn(|b| load(v_rows, rows_i, b));
                         for (row, &dz) in sums.iter_mut().zip(&dz) {
                             for (sum, &value) in row.iter_mut().zip(&values) {
                                 *sum = _mm512_fmadd_ps(dz, value, *sum);
@@ -263,14 +297,23 @@ unsafe fn accumulate_weight_grad_avx512(
                     }
                 }
                 let totals = sum_lanes(&sums);
-                for (a, row) in totals.iter().enumerate() {
+                for (a, row) in totals.iter().enumerate().take(rows_o) {
                     let at = (position * c_out + first_o + a) * c_in + first_i;
-                    let target = &mut partial[at..at + GRAD_BLOCK];
-                    // SAFETY: `target` is the four values that the 128-bit load and store
-                    // touch.
-                    unsafe {
-                        let sum = _mm_add_ps(_mm_loadu_ps(target.as_ptr()), *row);
-                        _mm_storeu_ps(target.as_mut_ptr(), sum);
+                    let target = &mut partial[at..at + rows_i];
+                    if rows_i == GRAD_BLOCK {
+                        // SAFETY: `target` is the four values that the 128-bit load and store
+                        // touch.
+                        unsafe {
+                            let sum = _mm_add_ps(_mm_loadu_ps(target.as_ptr()), *row);
+                            _mm_storeu_ps(target.as_mut_ptr(), sum);
+                        }
+                    } else {
+                        let mut lanes = [0.0f32; GRAD_BLOCK];
+                        // SAFETY: `lanes` is the four values that the 128-bit store writes.
+                        unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), *row) };
+                        for (value, lane) in target.iter_mut().zip(lanes) {
+                            *value += lane;
+                        }
                     }
                 }
             }
@@ -373,7 +416,7 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512F");
             return;
         }
-        for (c_out, c_in, blocks) in [(4, 4, 1), (8, 12, 3), (12, 4, 2)] {
+        for (c_out, c_in, blocks) in [(4, 4, 1), (8, 12, 3), (12, 4, 2), (32, 3, 2), (1, 6, 3)] {
             let z: Vec<f32> = (0..blocks * c_out * BLOCK_VALUES).map(value).collect();
             let v: Vec<f32> = (0..blocks * c_in * BLOCK_VALUES)
                 .map(|i| value(i + 5))
@@ -408,7 +451,5 @@ mod tests {
     fn applies_needs_channel_blocks() {
         assert!(!applies(3));
         assert!(!applies(12));
-        assert!(!weight_grad_applies(3, 4));
-        assert!(!weight_grad_applies(4, 6));
     }
 }

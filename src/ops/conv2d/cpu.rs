@@ -125,12 +125,51 @@ fn use_direct<T: Element>(g: &ConvGeometry, pass: direct::Pass) -> bool {
 
 /// Computes the convolution `y = conv(x, weight)` with no bias.
 pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
-    if use_direct::<T>(g, direct::Pass::Forward) {
-        return direct::forward(x, weight, g);
+    forward_with_bias(x, weight, None, g)
+}
+
+/// Computes `y = conv(x, weight) + bias`, with `bias` (one value per output channel) added to
+/// each finished sum, as a separate add of the bias would.
+pub fn forward_with_bias<T: Element>(
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeometry,
+) -> Vec<T> {
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), g.c_out, "one bias value per output channel");
     }
-    if use_winograd::<T>(g) {
-        return winograd::forward(x, weight, g);
+    if use_winograd::<T>(g) && !use_direct::<T>(g, direct::Pass::Forward) {
+        return winograd::forward(x, weight, bias, g);
     }
+    let mut y = if use_direct::<T>(g, direct::Pass::Forward) {
+        direct::forward(x, weight, g)
+    } else {
+        im2col_forward(x, weight, g)
+    };
+    if let Some(bias) = bias {
+        add_bias(&mut y, bias, g.h_out() * g.w_out());
+    }
+    y
+}
+
+/// Adds `bias[c]` to every value of output plane `c` of `y`, planes of `plane_len` values.
+fn add_bias<T: Element>(y: &mut [T], bias: &[T], plane_len: usize) {
+    if plane_len == 0 {
+        return;
+    }
+    y.par_chunks_mut(plane_len)
+        .enumerate()
+        .for_each(|(plane, values)| {
+            let value = bias[plane % bias.len()];
+            for y in values {
+                *y += value;
+            }
+        });
+}
+
+/// Computes `conv(x, weight)` through im2col and a GEMM.
+fn im2col_forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let columns = h_out * w_out;
     let patch_len = g.patch_len();

@@ -88,50 +88,81 @@ fn check_grad_output(op: &'static str, grad_output: &[usize], g: &ConvGeometry) 
 
 impl<T: Element> Var<T> {
     /// Convolves this `(N, C_in, H, W)` input with `weight` and adds `bias` per output channel.
+    ///
+    /// On the CPU the convolution op adds the bias itself, in the Winograd output transform or
+    /// in place after the other kernels, so no second output tensor is written. On a GPU the
+    /// bias is a separate broadcast add.
     pub fn conv2d(&self, weight: &Var<T>, bias: Option<&Var<T>>, padding: usize) -> Result<Var<T>> {
-        let out = conv2d_no_bias(self, weight, padding)?;
+        let g = geometry("conv2d", self.dims(), weight.dims(), padding)?;
+        if let Some(bias) = bias {
+            bias.value().expect_dims("conv2d", "bias", &[g.c_out])?;
+        }
+        let (x, w) = (self.value(), weight.value());
+        if !same_device("conv2d", &[x, w])?.is_cuda() {
+            return conv2d_op(self, weight, bias, padding, &g);
+        }
+        let out = conv2d_op(self, weight, None, padding, &g)?;
         match bias {
             None => Ok(out),
-            Some(bias) => {
-                let c_out = weight.dims()[0];
-                bias.value().expect_dims("conv2d", "bias", &[c_out])?;
-                out.add(&bias.reshape(&[1, c_out, 1, 1])?)
-            }
+            Some(bias) => out.add(&bias.reshape(&[1, g.c_out, 1, 1])?),
         }
     }
 }
 
-fn conv2d_no_bias<T: Element>(input: &Var<T>, weight: &Var<T>, padding: usize) -> Result<Var<T>> {
-    let g = geometry("conv2d", input.dims(), weight.dims(), padding)?;
+/// Records the convolution of `input` by `weight` with geometry `g`, plus `bias` per output
+/// channel when given. A bias is only taken on the CPU, with the other operands there too.
+fn conv2d_op<T: Element>(
+    input: &Var<T>,
+    weight: &Var<T>,
+    bias: Option<&Var<T>>,
+    padding: usize,
+    g: &ConvGeometry,
+) -> Result<Var<T>> {
     let out_dims = [g.n, g.c_out, g.h_out(), g.w_out()];
     let (x, w) = (input.value(), weight.value());
     let value = if same_device("conv2d", &[x, w])?.is_cuda() {
-        let y = cuda::forward(x.cuda("conv2d")?, w.cuda("conv2d")?, &g)?;
+        debug_assert!(bias.is_none(), "the CUDA path adds the bias as its own op");
+        let y = cuda::forward(x.cuda("conv2d")?, w.cuda("conv2d")?, g)?;
         Tensor::from_cuda(out_dims, y)?
     } else {
-        Tensor::from_vec(out_dims, cpu::forward(x.as_slice(), w.as_slice(), &g))?
+        let bias_values = match bias {
+            Some(bias) => {
+                same_device("conv2d", &[x, bias.value()])?;
+                Some(bias.value().as_slice())
+            }
+            None => None,
+        };
+        let y = cpu::forward_with_bias(x.as_slice(), w.as_slice(), bias_values, g);
+        Tensor::from_vec(out_dims, y)?
     };
     let (h_in, w_in) = (g.h_in, g.w_in);
-    let (k_h, k_w) = (g.k_h, g.k_w);
-    Ok(Var::from_op(
-        "conv2d",
-        value,
-        &[input, weight],
-        move |args| {
-            let (x, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
-            let grad_input = if args.needs[0] {
-                Some(conv2d_input_grad(g, w, padding, (h_in, w_in))?)
+    let (k_h, k_w, c_out) = (g.k_h, g.k_w, g.c_out);
+    let mut inputs = vec![input, weight];
+    inputs.extend(bias);
+    Ok(Var::from_op("conv2d", value, &inputs, move |args| {
+        let (x, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
+        let grad_input = if args.needs[0] {
+            Some(conv2d_input_grad(g, w, padding, (h_in, w_in))?)
+        } else {
+            None
+        };
+        let grad_weight = if args.needs[1] {
+            Some(conv2d_weight_grad(x, g, padding, (k_h, k_w))?)
+        } else {
+            None
+        };
+        let mut grads = vec![grad_input, grad_weight];
+        if args.inputs.len() == 3 {
+            // The same ops as the backward of a broadcast add of the bias reshaped to
+            // (1, C_out, 1, 1), so the values match that composition.
+            grads.push(if args.needs[2] {
+                Some(g.sum_to(&[1, c_out, 1, 1])?.reshape(&[c_out])?)
             } else {
                 None
-            };
-            let grad_weight = if args.needs[1] {
-                Some(conv2d_weight_grad(x, g, padding, (k_h, k_w))?)
-            } else {
-                None
-            };
-            Ok(vec![grad_input, grad_weight])
-        },
-    ))
+            });
+        }
+        Ok(grads)
+    }))
 }
 
 /// Computes the gradient of `conv2d(x, weight, padding)` with respect to `x`, where `x` is

@@ -586,8 +586,9 @@ fn combine_gradient_rows<T: Element>(d: &[Vec<T>; 4], out: &mut [Vec<T>; 4], wid
 }
 
 /// Writes `A^T M A` of the products `m_block` (the block's `[channel][position][lane]` values)
-/// of tiles `first..first + count` of one image into that image's output planes at `output`.
-/// Rows of `A^T` are (1, 1, 1, 0) and (0, 1, -1, -1).
+/// of tiles `first..first + count` of one image into that image's output planes at `output`,
+/// plus `bias[o]` in plane `o` when a bias is given. Rows of `A^T` are (1, 1, 1, 0) and
+/// (0, 1, -1, -1).
 ///
 /// # Safety
 ///
@@ -598,18 +599,22 @@ unsafe fn untransform_output_block<T: Element>(
     g: &ConvGeometry,
     grid: TileGrid,
     (first, count): (usize, usize),
-    output: *mut T,
+    (output, bias): (*mut T, Option<&[T]>),
     (kernels, scratch): (Kernels, &mut Scratch<T>),
 ) {
     let parts = Parts::new(grid, first, count);
     if kernels == Kernels::Avx512 {
-        if let Some(m_block) = as_f32(m_block) {
+        let bias = match bias {
+            None => Some(None),
+            Some(bias) => as_f32(bias).map(Some),
+        };
+        if let (Some(m_block), Some(bias)) = (as_f32(m_block), bias) {
             // SAFETY: the caller vouches for `output`, and `T` is `f32`.
             unsafe {
                 transforms_avx512::untransform_output_block(
                     m_block,
                     parts.as_slice(),
-                    output.cast(),
+                    (output.cast(), bias),
                     output_planes(g),
                 );
             }
@@ -630,6 +635,11 @@ unsafe fn untransform_output_block<T: Element>(
                 &m_block[start..start + n]
             });
             untransform_outputs(&streams, n, (&mut *rows.0, &mut *rows.1), (top, bottom));
+            if let Some(bias) = bias {
+                for value in top[..2 * n].iter_mut().chain(&mut bottom[..2 * n]) {
+                    *value += bias[o];
+                }
+            }
             for (r, line) in [&top, &bottom].into_iter().enumerate() {
                 if row + r < h_out {
                     // SAFETY: the row segment lies inside the image's output planes, and
@@ -795,12 +805,19 @@ impl<T> OutputPtr<T> {
     }
 }
 
-/// Computes `y = conv(x, weight)` with no bias for a 3x3 kernel.
-pub fn forward<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry) -> Vec<T> {
-    forward_with(x, weight, g, Kernels::detect::<T>())
+/// Computes `y = conv(x, weight) + bias` for a 3x3 kernel, with `bias` (one value per output
+/// channel, or none) added to each finished sum.
+pub fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &ConvGeometry) -> Vec<T> {
+    forward_with(x, weight, bias, g, Kernels::detect::<T>())
 }
 
-fn forward_with<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry, kernels: Kernels) -> Vec<T> {
+fn forward_with<T: Element>(
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeometry,
+    kernels: Kernels,
+) -> Vec<T> {
     let out_plane = g.h_out() * g.w_out();
     let y_len = g.n * g.c_out * out_plane;
     let grid = TileGrid::new(g);
@@ -846,7 +863,8 @@ fn forward_with<T: Element>(x: &[T], weight: &[T], g: &ConvGeometry, kernels: Ke
                 unsafe {
                     let image_output = output.get().add(image * g.c_out * out_plane);
                     let with = (kernels, &mut *scratch);
-                    untransform_output_block(m_block, g, grid, tiles, image_output, with);
+                    let target = (image_output, bias);
+                    untransform_output_block(m_block, g, grid, tiles, target, with);
                 }
             }
         },
@@ -1020,7 +1038,7 @@ mod tests {
             let x = values(n * c_in * h * w, 1);
             let weight = values(c_out * c_in * 9, 2);
             assert_close(
-                &forward(&x, &weight, &g),
+                &forward(&x, &weight, None, &g),
                 &reference::forward(&x, &weight, &g),
             );
         }
@@ -1156,7 +1174,8 @@ mod tests {
                     // only writer.
                     unsafe {
                         let with = (kernels, &mut scratch);
-                        untransform_output_block(&m_block, &g, grid, (first, count), output, with);
+                        let target = (output, None);
+                        untransform_output_block(&m_block, &g, grid, (first, count), target, with);
                     }
                 });
             }
@@ -1184,7 +1203,7 @@ mod tests {
             for kernels in [Kernels::Portable, Kernels::detect::<f32>()] {
                 let checks = [
                     (
-                        forward_with(&x32, &weight32, &g, kernels),
+                        forward_with(&x32, &weight32, None, &g, kernels),
                         &forward_expected,
                     ),
                     (
@@ -1202,6 +1221,26 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Adding the bias inside the output transform gives the bits of adding it afterwards.
+    #[test]
+    fn bias_matches_separate_add() {
+        for (n, c_in, c_out, h, w, pad) in CASES {
+            let g = geometry(n, c_in, c_out, h, w, pad);
+            let x = f32_values(n * c_in * h * w, 11);
+            let weight = f32_values(c_out * c_in * 9, 12);
+            let bias = f32_values(c_out, 13);
+            let plane = g.h_out() * g.w_out();
+            for kernels in [Kernels::Portable, Kernels::detect::<f32>()] {
+                let mut expected = forward_with(&x, &weight, None, &g, kernels);
+                for (index, value) in expected.iter_mut().enumerate() {
+                    *value += bias[(index / plane) % c_out];
+                }
+                let actual = forward_with(&x, &weight, Some(&bias), &g, kernels);
+                assert_same_bits(&expected, &actual, &format!("{kernels:?}, {g:?}"));
             }
         }
     }

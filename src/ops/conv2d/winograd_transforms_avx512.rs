@@ -16,8 +16,8 @@
 use std::arch::x86_64::{
     __m512, __m512i, __mmask16, _mm512_add_ps, _mm512_castps_si512, _mm512_castsi512_ps,
     _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_loadu_ps, _mm512_mask_storeu_ps,
-    _mm512_permutex2var_ps, _mm512_set1_epi32, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
-    _mm512_xor_si512,
+    _mm512_permutex2var_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    _mm512_sub_ps, _mm512_xor_si512,
 };
 
 use super::winograd::Part;
@@ -338,8 +338,9 @@ fn gradient_rows(d: &[__m512; 2]) -> [__m512; 4] {
 }
 
 /// Writes `A^T M A` of one block's products `m_block` (`[channel][position][lane]`) into the
-/// output planes at `output`: lane `j` of `part` gives rows `2 row, 2 row + 1` and columns
-/// `2 (col + j)..+2`, those that lie inside the planes.
+/// output planes at `output`, plus `bias[o]` in plane `o` when a bias is given: lane `j` of
+/// `part` gives rows `2 row, 2 row + 1` and columns `2 (col + j)..+2`, those that lie inside
+/// the planes.
 ///
 /// # Safety
 ///
@@ -354,15 +355,18 @@ fn gradient_rows(d: &[__m512; 2]) -> [__m512; 4] {
 pub unsafe fn untransform_output_block(
     m_block: &[f32],
     parts: &[Part],
-    output: *mut f32,
+    (output, bias): (*mut f32, Option<&[f32]>),
     planes: Planes,
 ) {
     assert!(available(), "this CPU has no AVX-512F");
     assert_eq!(m_block.len(), planes.channels * BLOCK_VALUES, "block size");
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), planes.channels, "one bias value per channel");
+    }
     let windows = part_windows::<2, 2>(parts, planes, output_origin, [0, 16]);
     // SAFETY: AVX-512F is present, the assertion bounds the loads, the masks admit only pixels
     // inside the planes, and the caller vouches for `output`.
-    unsafe { untransform_output_avx512(m_block, &windows[..parts.len()], output, planes) }
+    unsafe { untransform_output_avx512(m_block, &windows[..parts.len()], (output, bias), planes) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -370,7 +374,7 @@ pub unsafe fn untransform_output_block(
 unsafe fn untransform_output_avx512(
     m_block: &[f32],
     windows: &[PartWindows<2, 2>],
-    output: *mut f32,
+    (output, bias): (*mut f32, Option<&[f32]>),
     planes: Planes,
 ) {
     let (low_index, high_index) = (indices(&INTERLEAVE_LOW), indices(&INTERLEAVE_HIGH));
@@ -392,8 +396,13 @@ unsafe fn untransform_output_avx512(
         // Columns: (u0 + u1 + u2, u1 - u2 - u3) for each tile, interleaved into a row.
         let plane = output.wrapping_add(o * plane_len);
         for (r, sums) in [upper, lower].iter().enumerate() {
-            let left = _mm512_add_ps(_mm512_add_ps(sums[0], sums[1]), sums[2]);
-            let right = _mm512_sub_ps(_mm512_sub_ps(sums[1], sums[2]), sums[3]);
+            let mut left = _mm512_add_ps(_mm512_add_ps(sums[0], sums[1]), sums[2]);
+            let mut right = _mm512_sub_ps(_mm512_sub_ps(sums[1], sums[2]), sums[3]);
+            if let Some(bias) = bias {
+                let value = _mm512_set1_ps(bias[o]);
+                left = _mm512_add_ps(left, value);
+                right = _mm512_add_ps(right, value);
+            }
             let first_half = _mm512_permutex2var_ps(left, low_index, right);
             let second_half = _mm512_permutex2var_ps(left, high_index, right);
             for window in windows {
@@ -426,6 +435,11 @@ pub fn transform_gradient_block(_: &[f32], _: Planes, _: &[Part], _: &mut [f32])
 ///
 /// Never runs: it panics on this architecture.
 #[cfg(not(target_arch = "x86_64"))]
-pub unsafe fn untransform_output_block(_: &[f32], _: &[Part], _: *mut f32, _: Planes) {
+pub unsafe fn untransform_output_block(
+    _: &[f32],
+    _: &[Part],
+    _: (*mut f32, Option<&[f32]>),
+    _: Planes,
+) {
     panic!("the AVX-512 transforms need an x86-64 CPU");
 }

@@ -9,6 +9,10 @@
 //! GPU until a value is copied to the host. All ops take and return contiguous tensors; strided
 //! input does not exist in this engine, so no family has to handle it.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 pub mod activation;
 pub mod conv2d;
 pub mod elementwise;
@@ -24,8 +28,9 @@ pub mod shape;
 /// The CPU kernels split their work with rayon. From a thread outside the pool, every parallel
 /// op hands its job to a worker and puts the caller to sleep until the job is done. That costs
 /// a context switch per op, which was most of the time of a small training iteration. From a
-/// worker thread the same call runs the first part of the job in place. The pool's size follows
-/// `RAYON_NUM_THREADS`, as rayon's global pool does.
+/// worker thread the same call runs the first part of the job in place. The pool's other
+/// workers poll for the command's jobs until it returns ([`wait_for_work`]). The pool's size
+/// follows `RAYON_NUM_THREADS`, as rayon's global pool does.
 pub fn run_on_worker_thread<R: Send>(work: impl FnOnce() -> R + Send) -> crate::Result<R> {
     let pool = rayon::ThreadPoolBuilder::new()
         .thread_name(|index| format!("singan-worker-{index}"))
@@ -34,8 +39,86 @@ pub fn run_on_worker_thread<R: Send>(work: impl FnOnce() -> R + Send) -> crate::
         .map_err(|error| {
             crate::Error::Message(format!("failed to start the worker threads: {error}"))
         })?;
-    Ok(pool.install(work))
+    let threads = pool.current_num_threads();
+    Ok(pool.install(|| {
+        let pollers = Arc::new(Pollers {
+            stop: AtomicBool::new(false),
+            started: AtomicUsize::new(0),
+            command_thread: rayon::current_thread_index(),
+        });
+        let _stop_on_return = StopOnDrop(Arc::clone(&pollers));
+        for _ in 1..threads {
+            let pollers = Arc::clone(&pollers);
+            rayon::spawn(move || wait_for_work(&pollers));
+        }
+        // Wait (without taking rayon jobs) until the other workers have taken the pollers, so
+        // that this thread never finds one in its queue. The timeout only guards against a
+        // worker that never starts; `wait_for_work` returns at once on this thread anyway.
+        let started = std::time::Instant::now();
+        while pollers.started.load(Ordering::Acquire) < threads - 1
+            && started.elapsed() < POLLER_START_TIMEOUT
+        {
+            std::thread::yield_now();
+        }
+        work()
+    }))
 }
+
+/// State shared by the command and the workers that poll for its jobs.
+struct Pollers {
+    stop: AtomicBool,
+    started: AtomicUsize,
+    /// The rayon index of the thread that runs the command.
+    command_thread: Option<usize>,
+}
+
+/// Time the command waits for the pollers to start.
+const POLLER_START_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Sets the pollers' stop flag when dropped, so that they stop even when the command panics.
+struct StopOnDrop(Arc<Pollers>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Runs the jobs that the command's parallel ops hand out, polling for them until the command
+/// returns.
+///
+/// An idle rayon worker goes to sleep after a few dozen polls, and waking it costs more than
+/// the whole of most ops of a small training iteration (a virtual machine's idle core may have
+/// to be woken by the hypervisor). Polling keeps the core busy instead, as OpenMP's default
+/// wait policy does for PyTorch. After [`MAX_IDLE_POLL`] without a job, as while the command
+/// writes files, the loop polls only every [`IDLE_NAP`].
+///
+/// On the command's own thread (which may pick up a poller while it waits inside a parallel
+/// op) it returns at once, because looping there would stop the command.
+fn wait_for_work(pollers: &Pollers) {
+    if rayon::current_thread_index() == pollers.command_thread {
+        return;
+    }
+    pollers.started.fetch_add(1, Ordering::AcqRel);
+    let mut last_job = Instant::now();
+    while !pollers.stop.load(Ordering::Acquire) {
+        match rayon::yield_now() {
+            Some(rayon::Yield::Executed) => last_job = Instant::now(),
+            _ if last_job.elapsed() > MAX_IDLE_POLL => std::thread::sleep(IDLE_NAP),
+            _ => {
+                for _ in 0..16 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    }
+}
+
+/// Time without a job after which [`wait_for_work`] stops polling continuously.
+const MAX_IDLE_POLL: Duration = Duration::from_millis(5);
+
+/// Interval of [`wait_for_work`]'s polls once it has been idle for [`MAX_IDLE_POLL`].
+const IDLE_NAP: Duration = Duration::from_micros(500);
 
 /// Stack size of the worker threads: that of a Linux main thread (8 MiB).
 const WORKER_STACK_BYTES: usize = 8 << 20;

@@ -60,6 +60,9 @@ const MIN_FORWARD_TASKS: usize = 8;
 /// forward pass, because each task pays a fixed cost to add up its sums' lanes.
 const MIN_WEIGHT_GRAD_TASKS: usize = 4;
 
+/// Values per task when the weight gradient adds up its partial sums.
+const SUM_CHUNK: usize = 1 << 13;
+
 /// Least tiles per weight-gradient task: four blocks.
 const MIN_WEIGHT_GRAD_CHUNK: usize = 4 * BLOCK;
 
@@ -142,6 +145,20 @@ thread_local! {
     };
 }
 
+/// Most storage buffers a thread's pool keeps. A convolution holds at most three at once on
+/// one thread; the rest of the limit covers buffers dropped on another thread than the one
+/// that took them.
+const MAX_POOLED_BUFFERS: usize = 8;
+
+/// Removes from `pool` the smallest storage of at least `words` values, or else the largest.
+fn take_storage(pool: &mut Vec<Vec<f64>>, words: usize) -> Option<Vec<f64>> {
+    let fitting = (0..pool.len())
+        .filter(|&index| pool[index].len() >= words)
+        .min_by_key(|&index| pool[index].len());
+    let largest = (0..pool.len()).max_by_key(|&index| pool[index].len());
+    fitting.or(largest).map(|index| pool.swap_remove(index))
+}
+
 impl<T: Element> GroupBuffer<T> {
     const ALIGN_BYTES: usize = 64;
 
@@ -152,7 +169,7 @@ impl<T: Element> GroupBuffer<T> {
         assert!(std::mem::align_of::<T>() <= 8);
         let words = (len * std::mem::size_of::<T>()).div_ceil(8) + Self::ALIGN_BYTES / 8;
         let mut storage = GROUP_STORAGE
-            .with(|pool| pool.borrow_mut().pop())
+            .with(|pool| take_storage(&mut pool.borrow_mut(), words))
             .unwrap_or_default();
         if storage.len() < words {
             storage.resize(words, 0.0);
@@ -186,44 +203,114 @@ impl<T: Element> GroupBuffer<T> {
 impl<T> Drop for GroupBuffer<T> {
     fn drop(&mut self) {
         let storage = std::mem::take(&mut self.storage);
-        // After the thread's pool is destroyed (at thread exit) the storage is freed instead.
-        let _ = GROUP_STORAGE.try_with(|pool| pool.borrow_mut().push(storage));
+        // After the thread's pool is destroyed (at thread exit) the storage is freed instead,
+        // and so is storage beyond the pool's size limit.
+        let _ = GROUP_STORAGE.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < MAX_POOLED_BUFFERS {
+                pool.push(storage);
+            }
+        });
     }
 }
+
+/// Computes `G w G^T` of one 3x3 kernel `w` (row-major), in position order `row * 4 + col`.
+/// Rows of `G` are (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2) and (0, 0, 1).
+fn transform_kernel<T: Element>(w: &[T]) -> [T; POSITIONS] {
+    let half = T::from_f64(0.5);
+    // G w: 4x3.
+    let mut gw = [[T::ZERO; 3]; 4];
+    for col in 0..3 {
+        let (top, middle, bottom) = (w[col], w[3 + col], w[6 + col]);
+        gw[0][col] = top;
+        gw[1][col] = half * (top + middle + bottom);
+        gw[2][col] = half * (top - middle + bottom);
+        gw[3][col] = bottom;
+    }
+    // (G w) G^T: the same combination along the rows.
+    let mut u = [T::ZERO; POSITIONS];
+    for (row, values) in gw.iter().enumerate() {
+        let [left, middle, right] = *values;
+        u[row * 4] = left;
+        u[row * 4 + 1] = half * (left + middle + right);
+        u[row * 4 + 2] = half * (left - middle + right);
+        u[row * 4 + 3] = right;
+    }
+    u
+}
+
+/// Kernels transformed per step of [`transform_weights`] and [`packed_weights`], whose 16
+/// positions are then stored as 16 runs of consecutive values rather than 16 scattered ones.
+const KERNEL_TILE: usize = 16;
 
 /// Computes `G w G^T` for every (output, input) channel pair, stored position-major:
 /// `u[(position * c_out + o) * c_in + i]`, so each position is a row-major `c_out x c_in` matrix.
 fn transform_weights<T: Element>(weight: &[T], c_out: usize, c_in: usize) -> Vec<T> {
-    let half = T::from_f64(0.5);
-    let mut u = vec![T::ZERO; POSITIONS * c_out * c_in];
-    for o in 0..c_out {
-        for i in 0..c_in {
-            let w = &weight[(o * c_in + i) * 9..(o * c_in + i + 1) * 9];
-            // G w: 4x3, rows of G are (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2), (0, 0, 1).
-            let mut gw = [[T::ZERO; 3]; 4];
-            for col in 0..3 {
-                let (top, middle, bottom) = (w[col], w[3 + col], w[6 + col]);
-                gw[0][col] = top;
-                gw[1][col] = half * (top + middle + bottom);
-                gw[2][col] = half * (top - middle + bottom);
-                gw[3][col] = bottom;
-            }
-            // (G w) G^T: the same combination along the rows.
-            for (row, values) in gw.iter().enumerate() {
-                let [left, middle, right] = *values;
-                let transformed = [
-                    left,
-                    half * (left + middle + right),
-                    half * (left - middle + right),
-                    right,
-                ];
-                for (col, &value) in transformed.iter().enumerate() {
-                    u[((row * 4 + col) * c_out + o) * c_in + i] = value;
-                }
+    let pairs = c_out * c_in;
+    let mut u: Vec<T> = Vec::with_capacity(POSITIONS * pairs);
+    let values = &mut u.spare_capacity_mut()[..POSITIONS * pairs];
+    // Pair k is (o, i) = (k / c_in, k % c_in), so position p of pair k goes to p * pairs + k.
+    for first in (0..pairs).step_by(KERNEL_TILE) {
+        let count = KERNEL_TILE.min(pairs - first);
+        let kernels: Vec<[T; POSITIONS]> = (first..first + count)
+            .map(|pair| transform_kernel(&weight[pair * 9..(pair + 1) * 9]))
+            .collect();
+        for position in 0..POSITIONS {
+            let run = &mut values[position * pairs + first..][..count];
+            for (value, kernel) in run.iter_mut().zip(&kernels) {
+                value.write(kernel[position]);
             }
         }
     }
+    // SAFETY: the steps cover pairs 0..pairs, and each wrote all 16 positions of its pairs,
+    // so every one of the `POSITIONS * pairs` values is initialised.
+    unsafe { u.set_len(POSITIONS * pairs) };
     u
+}
+
+/// Computes `G w G^T` for every (output, input) channel pair in the packed layout of the
+/// AVX-512 forward kernel (`avx512::pack_weights` of the output of [`transform_weights`]), one
+/// rayon task per block of 8 output channels.
+fn packed_weights(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
+    const CHANNELS: usize = avx512::CHANNEL_BLOCK;
+    assert_eq!(
+        c_out % CHANNELS,
+        0,
+        "c_out must be a multiple of the channel block"
+    );
+    let len = POSITIONS * c_out * c_in;
+    // Inputs per step: with 8 output channels each, 16 kernels.
+    let inputs_per_step = KERNEL_TILE / CHANNELS;
+    let mut packed: Vec<f32> = Vec::with_capacity(len);
+    packed.spare_capacity_mut()[..len]
+        .par_chunks_mut(POSITIONS * c_in * CHANNELS)
+        .enumerate()
+        .for_each(|(block, values)| {
+            for first in (0..c_in).step_by(inputs_per_step) {
+                let count = inputs_per_step.min(c_in - first);
+                // Kernel (k, j): input channel first + k, output channel block * 8 + j, in the
+                // packed order of those values.
+                let mut kernels = [[0.0f32; POSITIONS]; KERNEL_TILE];
+                for k in 0..count {
+                    for j in 0..CHANNELS {
+                        let pair = (block * CHANNELS + j) * c_in + first + k;
+                        kernels[k * CHANNELS + j] =
+                            transform_kernel(&weight[pair * 9..(pair + 1) * 9]);
+                    }
+                }
+                for position in 0..POSITIONS {
+                    let start = (position * c_in + first) * CHANNELS;
+                    let run = &mut values[start..start + count * CHANNELS];
+                    for (value, kernel) in run.iter_mut().zip(&kernels) {
+                        value.write(kernel[position]);
+                    }
+                }
+            }
+        });
+    // SAFETY: the tasks cover every block, and each wrote all 8 values of every (position,
+    // input channel) of its block, so every one of the `len` values is initialised.
+    unsafe { packed.set_len(len) };
+    packed
 }
 
 /// The tiles of one block that lie in one tile row: lanes `first_lane..end_lane`, where lane
@@ -700,12 +787,13 @@ enum Weights<T> {
 }
 
 impl<T: Element> Weights<T> {
-    fn new(u: Vec<T>, g: &ConvGeometry, kernels: Kernels) -> Self {
-        match as_f32(&u) {
-            Some(u32) if kernels == Kernels::Avx512 && avx512::applies(g.c_out) => {
-                Weights::Avx512(avx512::pack_weights(u32, POSITIONS, g.c_out, g.c_in))
+    /// Transforms the `(c_out, c_in, 3, 3)` weight of `g` for the kernel that will multiply it.
+    fn new(weight: &[T], g: &ConvGeometry, kernels: Kernels) -> Self {
+        match as_f32(weight) {
+            Some(weight) if kernels == Kernels::Avx512 && avx512::applies(g.c_out) => {
+                Weights::Avx512(packed_weights(weight, g.c_out, g.c_in))
             }
-            _ => Weights::Portable(u),
+            _ => Weights::Portable(transform_weights(weight, g.c_out, g.c_in)),
         }
     }
 
@@ -752,19 +840,19 @@ fn multiply_blocks<T: Element>(
     }
 }
 
-/// Adds `dZ . V` of `blocks` blocks to the position-major partial weight gradient:
-/// `partial[(position * c_out + o) * c_in + i] += sum over tiles of z[o] * v[i]` at that
-/// position.
+/// Adds `dZ . V` of `blocks` blocks to the position-major partial weight gradient, or stores
+/// it there when `overwrite` is set: `partial[(position * c_out + o) * c_in + i] += sum over
+/// tiles of z[o] * v[i]` at that position.
 fn accumulate_weight_grad<T: Element>(
     z: &[T],
     v: &[T],
-    partial: &mut [T],
+    (partial, overwrite): (&mut [T], bool),
     (c_out, c_in, blocks): (usize, usize, usize),
     kernels: Kernels,
 ) {
     if let (Some(z), Some(v), Some(partial)) = (as_f32(z), as_f32(v), as_f32_mut(partial)) {
         if kernels == Kernels::Avx512 && avx512::weight_grad_applies() {
-            avx512::accumulate_weight_grad(z, v, partial, (c_out, c_in, blocks));
+            avx512::accumulate_weight_grad(z, v, (partial, overwrite), (c_out, c_in, blocks));
             return;
         }
     }
@@ -782,7 +870,9 @@ fn accumulate_weight_grad<T: Element>(
                         *lane += dz * value;
                     }
                 }
-                partial[(position * c_out + o) * c_in + i] += lanes.into_iter().sum::<T>();
+                let total = lanes.into_iter().sum::<T>();
+                let target = &mut partial[(position * c_out + o) * c_in + i];
+                *target = if overwrite { total } else { *target + total };
             }
         }
     }
@@ -826,7 +916,7 @@ fn forward_with<T: Element>(
     }
     // The tasks write every pixel exactly once, so `y` is not zero-filled first.
     let mut y: Vec<T> = Vec::with_capacity(y_len);
-    let u = Weights::new(transform_weights(weight, g.c_out, g.c_in), g, kernels);
+    let u = Weights::new(weight, g, kernels);
     let group = forward_group_len::<T>(g, grid.len());
     let groups = grid.len().div_ceil(group);
     let group_blocks = group / BLOCK;
@@ -900,19 +990,24 @@ fn weight_grad_with<T: Element>(
     let image_len = c_in * g.h_in * g.w_in;
     let out_image_len = c_out * g.h_out() * g.w_out();
 
-    // Each task sums `dZ . V` over its chunk of tiles into its own partial `dU`.
-    let partials: Vec<Vec<T>> = (0..g.n * chunks)
-        .into_par_iter()
-        .map(|task| {
+    // Each task sums `dZ . V` over its chunk of tiles into its own partial `dU`, its part of
+    // `partials`; the first group overwrites whatever the pooled buffer held.
+    let partial_len = POSITIONS * c_out * c_in;
+    let mut partials = GroupBuffer::new(g.n * chunks * partial_len);
+    partials
+        .as_mut_slice()
+        .par_chunks_mut(partial_len)
+        .enumerate()
+        .for_each(|(task, partial)| {
             let (image, index) = (task / chunks, task % chunks);
             let end = ((index + 1) * chunk).min(grid.len());
             let x_image = &x[image * image_len..(image + 1) * image_len];
             let dy_image = &grad_output[image * out_image_len..(image + 1) * out_image_len];
             let mut v = GroupBuffer::new(group_blocks * c_in * BLOCK_VALUES);
             let mut z = GroupBuffer::new(group_blocks * c_out * BLOCK_VALUES);
-            let mut partial = vec![T::ZERO; POSITIONS * c_out * c_in];
             let mut scratch = Scratch::new();
             let mut first = index * chunk;
+            let mut overwrite = true;
             while first < end {
                 let len = group.min(end - first);
                 let blocks = len.div_ceil(BLOCK);
@@ -929,25 +1024,47 @@ fn weight_grad_with<T: Element>(
                     let with = (kernels, &mut scratch);
                     transform_gradient_block(dy_image, g, grid, tiles, z_block, with);
                 }
-                accumulate_weight_grad(z, v, &mut partial, (c_out, c_in, blocks), kernels);
+                let shapes = (c_out, c_in, blocks);
+                accumulate_weight_grad(z, v, (partial, overwrite), shapes, kernels);
+                overwrite = false;
                 first += len;
             }
-            partial
-        })
-        .collect();
+        });
 
-    let mut sum = vec![T::ZERO; POSITIONS * c_out * c_in];
-    for partial in &partials {
-        for (total, &value) in sum.iter_mut().zip(partial) {
-            *total += value;
-        }
-    }
-    untransform_weight_grad(&sum, c_out, c_in)
+    // Add the partials into the first, in task order, in parallel over ranges of values.
+    let (total, others) = partials.as_mut_slice().split_at_mut(partial_len);
+    total
+        .par_chunks_mut(SUM_CHUNK)
+        .enumerate()
+        .for_each(|(index, sums)| {
+            for partial in others.chunks_exact(partial_len) {
+                let values = &partial[index * SUM_CHUNK..][..sums.len()];
+                for (sum, &value) in sums.iter_mut().zip(values) {
+                    *sum += value;
+                }
+            }
+        });
+    // Transform the kernels back, output channels in parallel.
+    let total = &*total;
+    let mut grad_weight = vec![T::ZERO; weight_len];
+    grad_weight
+        .par_chunks_mut(c_in * 9)
+        .enumerate()
+        .for_each(|(o, kernels)| {
+            let rows: [&[T]; POSITIONS] =
+                std::array::from_fn(|position| &total[(position * c_out + o) * c_in..][..c_in]);
+            for (i, kernel) in kernels.chunks_exact_mut(9).enumerate() {
+                let du = std::array::from_fn(|position| rows[position][i]);
+                kernel.copy_from_slice(&untransform_kernel_grad(&du));
+            }
+        });
+    grad_weight
 }
 
-/// Computes `G^T dU G` for every channel pair of the position-major `du`. The rows of `G^T`
-/// are (1, 1/2, 1/2, 0), (0, 1/2, -1/2, 0) and (0, 1/2, 1/2, 1).
-fn untransform_weight_grad<T: Element>(du: &[T], c_out: usize, c_in: usize) -> Vec<T> {
+/// Computes `G^T dU G` of one channel pair's 16 positions (in order `row * 4 + col`), the
+/// 3x3 kernel gradient in row-major order. The rows of `G^T` are (1, 1/2, 1/2, 0),
+/// (0, 1/2, -1/2, 0) and (0, 1/2, 1/2, 1).
+fn untransform_kernel_grad<T: Element>(du: &[T; POSITIONS]) -> [T; 9] {
     let half = T::from_f64(0.5);
     let combine = |v: [T; 4]| -> [T; 3] {
         [
@@ -956,22 +1073,16 @@ fn untransform_weight_grad<T: Element>(du: &[T], c_out: usize, c_in: usize) -> V
             half * (v[1] + v[2]) + v[3],
         ]
     };
-    let mut grad_weight = vec![T::ZERO; c_out * c_in * 9];
-    for o in 0..c_out {
-        for i in 0..c_in {
-            let at = |r: usize, c: usize| du[((r * 4 + c) * c_out + o) * c_in + i];
-            let rows: [[T; 3]; 4] =
-                std::array::from_fn(|r| combine([at(r, 0), at(r, 1), at(r, 2), at(r, 3)]));
-            let target = &mut grad_weight[(o * c_in + i) * 9..(o * c_in + i + 1) * 9];
-            for c in 0..3 {
-                let column = combine([rows[0][c], rows[1][c], rows[2][c], rows[3][c]]);
-                for (r, &value) in column.iter().enumerate() {
-                    target[r * 3 + c] = value;
-                }
-            }
+    let rows: [[T; 3]; 4] =
+        std::array::from_fn(|r| combine([du[r * 4], du[r * 4 + 1], du[r * 4 + 2], du[r * 4 + 3]]));
+    let mut kernel = [T::ZERO; 9];
+    for c in 0..3 {
+        let column = combine([rows[0][c], rows[1][c], rows[2][c], rows[3][c]]);
+        for (r, &value) in column.iter().enumerate() {
+            kernel[r * 3 + c] = value;
         }
     }
-    grad_weight
+    kernel
 }
 
 #[cfg(test)]
@@ -1252,6 +1363,17 @@ mod tests {
             let len = group_len::<f32>(&g);
             assert!(len >= 16);
             assert_eq!(len % 16, 0);
+        }
+    }
+
+    /// The packed weights are the position-major transform in the AVX-512 kernel's order.
+    #[test]
+    fn packed_weights_match_packing() {
+        for (c_out, c_in) in [(8, 1), (8, 3), (16, 5), (32, 32)] {
+            let weight = f32_values(c_out * c_in * 9, 14);
+            let u = transform_weights(&weight, c_out, c_in);
+            let expected = avx512::pack_weights(&u, POSITIONS, c_out, c_in);
+            assert_same_bits(&expected, &packed_weights(&weight, c_out, c_in), "packed");
         }
     }
 

@@ -65,7 +65,12 @@ fn block_index(block: usize, channel: usize, channels: usize, position: usize) -
 
 /// Rearranges position-major weights `u[(position * c_out + o) * c_in + i]` into blocks of
 /// [`CHANNEL_BLOCK`] output channels:
-/// `packed[((position * blocks + block) * c_in + i) * CHANNEL_BLOCK + j]` for `o = block * 8 + j`.
+/// `packed[((block * 16 + position) * c_in + i) * CHANNEL_BLOCK + j]` for `o = block * 8 + j`,
+/// so that each block's weights are one contiguous run.
+///
+/// The convolutions build this layout directly from the weights (`packed_weights` in
+/// `winograd.rs`); the tests use this form as its definition.
+#[cfg(test)]
 pub fn pack_weights(u: &[f32], positions: usize, c_out: usize, c_in: usize) -> Vec<f32> {
     assert_eq!(
         c_out % CHANNEL_BLOCK,
@@ -77,13 +82,12 @@ pub fn pack_weights(u: &[f32], positions: usize, c_out: usize, c_in: usize) -> V
         positions * c_out * c_in,
         "weights do not match their shape"
     );
-    let blocks = c_out / CHANNEL_BLOCK;
     let mut packed = vec![0.0f32; u.len()];
     for position in 0..positions {
         for o in 0..c_out {
             let (block, j) = (o / CHANNEL_BLOCK, o % CHANNEL_BLOCK);
             for i in 0..c_in {
-                packed[((position * blocks + block) * c_in + i) * CHANNEL_BLOCK + j] =
+                packed[((block * positions + position) * c_in + i) * CHANNEL_BLOCK + j] =
                     u[(position * c_out + o) * c_in + i];
             }
         }
@@ -92,8 +96,8 @@ pub fn pack_weights(u: &[f32], positions: usize, c_out: usize, c_in: usize) -> V
 }
 
 /// Computes `m[block][o][position][lane] = sum over i of u[position, o, i] *
-/// v[block][i][position][lane]` for every block, position and lane, with `packed` from
-/// [`pack_weights`].
+/// v[block][i][position][lane]` for every block, position and lane, with `packed` in the layout
+/// of `pack_weights`.
 ///
 /// # Panics
 ///
@@ -133,7 +137,7 @@ unsafe fn multiply_avx512(
     let channel_blocks = c_out / CHANNEL_BLOCK;
     let (inputs, outputs) = (v.as_ptr(), m.as_mut_ptr());
     for position in 0..POSITIONS {
-        let weights = packed[position * c_out * c_in..].as_ptr();
+        let weights = packed.as_ptr().add(position * c_in * CHANNEL_BLOCK);
         // Two blocks (32 tiles) per step; an odd last block runs alone.
         for first_block in (0..blocks).step_by(2) {
             let pair = first_block + 1 < blocks;
@@ -142,7 +146,8 @@ unsafe fn multiply_avx512(
                 // only when `pair`), input channels 0..c_in and output channels 0..c_out lie
                 // inside the buffers that `multiply` checked.
                 unsafe {
-                    let block_weights = weights.add(channel_block * c_in * CHANNEL_BLOCK);
+                    let block_weights =
+                        weights.add(channel_block * POSITIONS * c_in * CHANNEL_BLOCK);
                     let mut sums = [[_mm512_setzero_ps(); 2]; CHANNEL_BLOCK];
                     let low_inputs = inputs.add(block_index(first_block, 0, c_in, position));
                     if pair {
@@ -215,8 +220,9 @@ unsafe fn accumulate_single(
     }
 }
 
-/// Adds to the position-major `partial[(position * c_out + o) * c_in + i]` the sum over every
-/// lane of `blocks` blocks of `z[block][o][position][lane] * v[block][i][position][lane]`.
+/// Adds to the position-major `partial[(position * c_out + o) * c_in + i]`, or stores there
+/// when `overwrite` is set, the sum over every lane of `blocks` blocks of
+/// `z[block][o][position][lane] * v[block][i][position][lane]`.
 ///
 /// Each sum is accumulated per lane over the blocks, then its 16 lanes are added in a fixed
 /// tree order, so the result depends only on the shapes.
@@ -228,7 +234,7 @@ unsafe fn accumulate_single(
 pub fn accumulate_weight_grad(
     z: &[f32],
     v: &[f32],
-    partial: &mut [f32],
+    (partial, overwrite): (&mut [f32], bool),
     (c_out, c_in, blocks): (usize, usize, usize),
 ) {
     assert!(weight_grad_applies(), "this CPU has no AVX-512F");
@@ -237,14 +243,14 @@ pub fn accumulate_weight_grad(
     assert_eq!(partial.len(), POSITIONS * c_out * c_in);
     // SAFETY: `weight_grad_applies` confirmed that the CPU has AVX-512F, and the assertions
     // above that every index the kernel forms lies inside its buffer.
-    unsafe { accumulate_weight_grad_avx512(z, v, partial, (c_out, c_in, blocks)) }
+    unsafe { accumulate_weight_grad_avx512(z, v, (partial, overwrite), (c_out, c_in, blocks)) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 pub fn accumulate_weight_grad(
     _: &[f32],
     _: &[f32],
-    _: &mut [f32],
+    _: (&mut [f32], bool),
     (c_out, c_in, _): (usize, usize, usize),
 ) {
     panic!("the AVX-512 kernel does not apply to {c_out} by {c_in} channels on this CPU");
@@ -255,7 +261,7 @@ pub fn accumulate_weight_grad(
 unsafe fn accumulate_weight_grad_avx512(
     z: &[f32],
     v: &[f32],
-    partial: &mut [f32],
+    (partial, overwrite): (&mut [f32], bool),
     (c_out, c_in, blocks): (usize, usize, usize),
 ) {
     let (z_stride, v_stride) = (c_out * BLOCK_VALUES, c_in * BLOCK_VALUES);
@@ -304,7 +310,11 @@ unsafe fn accumulate_weight_grad_avx512(
                         // SAFETY: `target` is the four values that the 128-bit load and store
                         // touch.
                         unsafe {
-                            let sum = _mm_add_ps(_mm_loadu_ps(target.as_ptr()), *row);
+                            let sum = if overwrite {
+                                *row
+                            } else {
+                                _mm_add_ps(_mm_loadu_ps(target.as_ptr()), *row)
+                            };
                             _mm_storeu_ps(target.as_mut_ptr(), sum);
                         }
                     } else {
@@ -312,7 +322,7 @@ unsafe fn accumulate_weight_grad_avx512(
                         // SAFETY: `lanes` is the four values that the 128-bit store writes.
                         unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), *row) };
                         for (value, lane) in target.iter_mut().zip(lanes) {
-                            *value += lane;
+                            *value = if overwrite { lane } else { *value + lane };
                         }
                     }
                 }
@@ -425,7 +435,9 @@ mod tests {
                 .map(|i| value(i + 7))
                 .collect();
             let mut partial = initial.clone();
-            accumulate_weight_grad(&z, &v, &mut partial, (c_out, c_in, blocks));
+            accumulate_weight_grad(&z, &v, (&mut partial, false), (c_out, c_in, blocks));
+            let mut stored = vec![f32::NAN; initial.len()];
+            accumulate_weight_grad(&z, &v, (&mut stored, true), (c_out, c_in, blocks));
             for position in 0..POSITIONS {
                 for o in 0..c_out {
                     for i in 0..c_in {
@@ -436,10 +448,15 @@ mod tests {
                                     * v[block_index(block, i, c_in, position) + lane];
                             }
                         }
-                        let actual = partial[(position * c_out + o) * c_in + i];
+                        let at = (position * c_out + o) * c_in + i;
                         assert_eq!(
-                            actual, expected,
+                            partial[at], expected,
                             "{c_out}x{c_in}, blocks {blocks}, position {position}, o {o}, i {i}"
+                        );
+                        assert_eq!(
+                            stored[at],
+                            expected - initial[at],
+                            "overwritten: {c_out}x{c_in}, position {position}, o {o}, i {i}"
                         );
                     }
                 }

@@ -113,7 +113,7 @@ fn run() {
         Device::Cuda(_) => println!("device: {device}, f32"),
     }
     println!(
-        "{:<22} {:<10} {:>10} {:>10} {:>9} {:>9}",
+        "{:<22} {:<13} {:>10} {:>10} {:>9} {:>9}",
         "shape (C, H, W)", "op", "median ms", "min ms", "GFLOP", "GFLOP/s"
     );
     for (channels, h, w) in SHAPES {
@@ -145,7 +145,7 @@ fn run() {
         for (name, op) in ops {
             let (median, min) = time_op(&RUNS, op);
             println!(
-                "{:<22} {:<10} {:>10.3} {:>10.3} {:>9.3} {:>9.1}",
+                "{:<22} {:<13} {:>10.3} {:>10.3} {:>9.3} {:>9.1}",
                 label,
                 name,
                 median,

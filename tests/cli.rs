@@ -1,4 +1,4 @@
-//! The `singan` binary: exit statuses and messages of the check commands.
+//! The `singan` binary: exit statuses and messages of the check and bench commands.
 
 use std::process::Command;
 
@@ -94,4 +94,84 @@ fn check_trace_missing_file_exits_2() {
         stderr.contains("/nonexistent/trace.safetensors"),
         "{stderr}"
     );
+}
+
+#[test]
+fn bench_iteration_prints_a_row_per_scale() {
+    let args = [
+        "bench",
+        "iteration",
+        "--device",
+        "cpu",
+        "--scales",
+        "1, 0",
+        "--steps",
+        "1",
+    ];
+    let (code, stdout, stderr) = singan(&args);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(
+        rows[0].starts_with("0 "),
+        "scales are timed in order: {stdout}"
+    );
+    assert!(
+        rows[1].starts_with("1 "),
+        "scales are timed in order: {stdout}"
+    );
+}
+
+#[test]
+fn bench_iteration_rejects_bad_options() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["--steps", "0"], "must be from 1 to"),
+        (&["--steps=-1"], "must be from 1 to"),
+        (&["--steps", "18446744073709551616"], "must be from 1 to"),
+        (&["--scales=-1"], "scales are numbered from 0"),
+        (&["--scales", "0,,1"], "is not a scale number"),
+    ];
+    for (options, message) in cases {
+        let mut args = vec!["bench", "iteration", "--device", "cpu"];
+        args.extend_from_slice(options);
+        let (code, stdout, stderr) = singan(&args);
+        assert_eq!(code, 2, "{options:?}: {stdout}{stderr}");
+        assert!(stderr.contains(message), "{options:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{options:?}: {stderr}");
+    }
+}
+
+/// A pyramid error suggests an option, and `bench iteration` takes that option.
+#[test]
+fn bench_iteration_takes_suggested_min_size() {
+    let dir = std::env::temp_dir().join(format!("singan-cli-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("small.png");
+    image::RgbImage::from_pixel(20, 20, image::Rgb([120, 90, 60]))
+        .save(&path)
+        .unwrap();
+    let path = path.to_str().unwrap();
+    let (code, stdout, stderr) = singan(&["bench", "iteration", path, "--device", "cpu"]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains("try --min-size 20"), "{stderr}");
+    let args = [
+        "bench",
+        "iteration",
+        path,
+        "--device",
+        "cpu",
+        "--min-size",
+        "20",
+        "--scales",
+        "0",
+        "--steps",
+        "1",
+    ];
+    let (code, stdout, stderr) = singan(&args);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("20x20"), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

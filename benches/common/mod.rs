@@ -52,7 +52,7 @@ pub const MEMORY_RUNS: Runs = Runs {
 pub fn print_memory_header() {
     println!("device: cpu, threads: {}", rayon::current_num_threads());
     println!(
-        "{:<22} {:<10} {:>10} {:>10} {:>9} {:>9}",
+        "{:<22} {:<13} {:>10} {:>10} {:>9} {:>9}",
         "shape (C, H, W)", "op", "median ms", "min ms", "MB", "GB/s"
     );
 }
@@ -63,7 +63,7 @@ pub fn time_memory_ops<'a>(label: &str, ops: impl IntoIterator<Item = MemoryOp<'
     for (name, bytes, op) in ops {
         let (median, min) = time_op(&MEMORY_RUNS, op);
         println!(
-            "{:<22} {:<10} {:>10.4} {:>10.4} {:>9.2} {:>9.1}",
+            "{:<22} {:<13} {:>10.4} {:>10.4} {:>9.2} {:>9.1}",
             label,
             name,
             median,

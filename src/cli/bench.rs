@@ -24,27 +24,66 @@ pub struct IterationArgs {
     /// Image whose pyramid gives the sizes (default: the built-in sample image).
     pub image: Option<PathBuf>,
     /// Scales to time, as a comma-separated list such as 0,1,9 (default: all).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = parse_scale, allow_negative_numbers = true)]
     pub scales: Option<Vec<usize>>,
-    /// Timed iterations per scale.
-    #[arg(long, default_value_t = 5)]
+    /// Timed iterations per scale, after one warm-up iteration.
+    #[arg(long, default_value_t = 5, value_parser = parse_steps, allow_negative_numbers = true)]
     pub steps: usize,
+    /// Shorter side of the coarsest scale, in pixels, as for `singan train`.
+    #[arg(long, default_value_t = 25)]
+    pub min_size: usize,
+    /// Longer side of the finest scale, in pixels, as for `singan train`.
+    #[arg(long, default_value_t = 250)]
+    pub max_size: usize,
+    /// Initial per-scale resize factor, as for `singan train`.
+    #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
+    pub scale_factor_init: f64,
     /// Backend to run the ops on.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
 }
 
+/// Most timed iterations per scale that `--steps` takes: a million, far more than any
+/// benchmark needs, whose times (8 bytes each) must all be kept for the median.
+const MAX_STEPS: usize = 1_000_000;
+
+/// Parses one entry of `--scales`: a scale number, 0 or more.
+fn parse_scale(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    match text.parse::<i64>() {
+        Ok(scale) if scale < 0 => Err(format!(
+            "scale {scale} does not exist; scales are numbered from 0 (coarsest)"
+        )),
+        Ok(scale) => usize::try_from(scale).map_err(|_| format!("scale {scale} is too large")),
+        Err(_) => Err(format!(
+            "{text:?} is not a scale number; give a comma-separated list such as 0,1,9"
+        )),
+    }
+}
+
+/// Parses `--steps`: a count from 1 to [`MAX_STEPS`].
+fn parse_steps(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<i128>() {
+        Ok(steps) if (1..=MAX_STEPS as i128).contains(&steps) => Ok(steps as usize),
+        Ok(steps) => Err(format!("{steps} must be from 1 to {MAX_STEPS}")),
+        Err(_) => Err(format!("{text:?} is not a whole number of iterations")),
+    }
+}
+
 pub fn run(command: BenchCommand) -> Result<ExitCode, String> {
     let BenchCommand::Iteration(args) = command;
-    if args.steps == 0 {
-        return Err("--steps must be at least 1".to_string());
-    }
+    let config = TrainConfig {
+        min_size: args.min_size,
+        max_size: args.max_size,
+        scale_factor_init: args.scale_factor_init,
+        ..TrainConfig::default()
+    };
+    config.validate()?;
     let device = resolve_device(args.device)?;
     let image = match &args.image {
         Some(path) => load_image(path, AlphaBackground::White).map_err(|e| e.to_string())?,
         None => sample_image(),
     };
-    let config = TrainConfig::default();
     let pyramid = Pyramid::new((image.height, image.width), &config.pyramid_config())
         .map_err(|e| e.to_string())?;
     let mut scales = args

@@ -72,7 +72,7 @@ fn check_grad(device: &Device) -> Result<ExitCode, String> {
     let dims = CaseDims::default();
     let settings = CheckSettings::default();
     println!(
-        "{:<22} {:>5}  {:<44} {:>11} {:>11}  result",
+        "{:<22} {:>5}  {:<44} {:>12} {:>12}  result",
         "op", "order", "input shapes", "max abs err", "max rel err"
     );
     let mut failures = 0;
@@ -97,7 +97,7 @@ fn check_grad(device: &Device) -> Result<ExitCode, String> {
             }
         };
         println!(
-            "{:<22} {:>5}  {:<44} {:>11} {:>11}  {}",
+            "{:<22} {:>5}  {:<44} {:>12} {:>12}  {}",
             case.name, case.order, shapes, abs, rel, verdict
         );
     }

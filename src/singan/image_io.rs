@@ -45,10 +45,12 @@ pub enum ImageIoError {
     )]
     UnsupportedFormat { path: PathBuf, format: String },
 
+    // The decoder's own message may end in a line break, which would split this one.
     #[error(
-        "failed to decode image file {}: {source}; the file is unreadable or corrupt, so \
+        "failed to decode image file {}: {}; the file is unreadable or corrupt, so \
          re-export it as PNG or JPEG",
-        path.display()
+        path.display(),
+        source.to_string().trim_end()
     )]
     Decode {
         path: PathBuf,

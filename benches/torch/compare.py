@@ -6,7 +6,8 @@ warm-up, then --steps timed iterations; median and minimum). The PyTorch run get
 sizes from our output, and the same thread count. With --repeats R both run R times, in
 alternation, and each scale reports the median of the R per-run medians. The matrix-product
 peak is the median throughput of a few float32 torch.matmul calls of size --peak-size, with the
-same thread count.
+same thread count. --omp-wait-policy sets OMP_WAIT_POLICY for the iteration.py runs only, so the
+peak runs with the OpenMP runtime's default unless OMP_WAIT_POLICY is already in the environment.
 
 Usage:
     python benches/torch/compare.py [IMAGE] [--steps N] [--repeats R] [--scales LIST]
@@ -74,13 +75,41 @@ def parse_table(text, program):
 
 
 def import_torch():
-    """Import torch after the OpenMP settings are in the environment, because the OpenMP
-    runtime reads them when torch loads it."""
+    """Import torch, hiding its warning about missing numpy. main imports it only after
+    checking the arguments, because the import takes seconds."""
     # torch warns at import when numpy is missing; this script does not use numpy.
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     import torch
 
     return torch
+
+
+def parse_scales(text):
+    """Parse a comma-separated list of scale numbers, such as 0,1,9 or ' 0, 1'."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: the list is empty; give scale numbers (0 or more) "
+            "separated by commas, such as 0,1,9"
+        )
+    scales = []
+    for item in text.split(","):
+        if not re.fullmatch(r"\s*[0-9]+\s*", item):
+            raise argparse.ArgumentTypeError(
+                f"invalid scale {item!r} in {text!r}; expected scale numbers (0 or more) "
+                "separated by commas, such as 0,1,9"
+            )
+        scales.append(int(item))
+    return scales
+
+
+def pyramid_scale_count(image):
+    """Return the number of scales in the pyramid of IMAGE, or of singan's built-in sample
+    image when IMAGE is None, with iteration.py's port of singan's pyramid rule."""
+    sys.path.insert(0, HERE)
+    import iteration
+
+    size = iteration.SAMPLE_IMAGE_SIZE if image is None else iteration.image_size(image)
+    return len(iteration.pyramid_sizes(*size))
 
 
 def matmul_throughputs(torch, size, repeats, device):
@@ -112,15 +141,20 @@ def parse_args(argv):
         "sample image)",
     )
 
-    parser.add_argument("--steps", type=int, default=5, help="timed iterations per scale")
+    parser.add_argument(
+        "--steps", type=int, default=5, help="timed iterations per scale (default: %(default)s)"
+    )
     parser.add_argument(
         "--repeats",
         type=int,
         default=1,
-        help="runs of each program, alternating; each scale reports the median of the runs",
+        help="runs of each program, alternating; each scale reports the median of the runs "
+        "(default: %(default)s)",
     )
     parser.add_argument(
-        "--scales", help="scales to time, as a comma-separated list such as 0,1,9 (default: all)"
+        "--scales",
+        type=parse_scales,
+        help="scales to time, as a comma-separated list such as 0,1,9 (default: all)",
     )
     parser.add_argument(
         "--threads",
@@ -134,22 +168,30 @@ def parse_args(argv):
         default=os.path.join(REPOSITORY, "target", "release", "singan"),
         help="path of the singan binary (default: target/release/singan)",
     )
-    parser.add_argument("--device", default="cpu", help="device for both: cpu or cuda")
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="device for both (default: cpu)"
+    )
     parser.add_argument(
         "--omp-wait-policy",
         choices=["active", "passive"],
-        help="OMP_WAIT_POLICY for PyTorch's OpenMP threads (default: the runtime's own); "
-        "passive stops idle threads from spinning, which matters on a loaded machine",
+        help="OMP_WAIT_POLICY in the environment of the iteration.py runs only, not of this "
+        "script's matmul peak or of singan (default: unset, so the OpenMP runtime's own "
+        "default applies); passive stops idle threads from spinning, which matters on a "
+        "loaded machine",
     )
 
     parser.add_argument(
-        "--peak-size", type=int, default=4096, help="matrix side of the matmul peak"
+        "--peak-size",
+        type=int,
+        default=4096,
+        help="matrix side of the matmul peak (default: %(default)s)",
     )
     parser.add_argument(
         "--peak-repeats",
         type=int,
         default=5,
-        help="timed matmuls for the peak, both before and after the iteration runs",
+        help="timed matmuls for the peak, both before and after the iteration runs "
+        "(default: %(default)s)",
     )
     return parser.parse_args(argv)
 
@@ -158,24 +200,32 @@ def main(argv):
     args = parse_args(argv)
     if min(args.steps, args.repeats, args.peak_repeats, args.peak_size) < 1:
         sys.exit("--steps, --repeats, --peak-repeats and --peak-size must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        sys.exit(f"--threads must be at least 1, got {args.threads}")
     if not os.path.isfile(args.singan):
         sys.exit(f"singan binary not found at {args.singan}; run `cargo build --release`")
-    if args.omp_wait_policy is not None:
-        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     torch = import_torch()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device is available to this torch build")
+        sys.exit(
+            "--device cuda: torch reports no usable CUDA device (a CUDA build of torch reports "
+            "none on a machine without an NVIDIA GPU and driver); use --device cpu"
+        )
 
     env = dict(os.environ)
     if args.threads is not None:
         env["RAYON_NUM_THREADS"] = str(args.threads)
+    # Only the PyTorch child gets the wait policy, so that spinning OpenMP threads of this
+    # process cannot slow down either timed program.
+    torch_env = dict(os.environ)
+    if args.omp_wait_policy is not None:
+        torch_env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     ours_command = [args.singan, "bench", "iteration"]
     if args.image is not None:
         ours_command.append(args.image)
     ours_command += ["--steps", str(args.steps), "--device", args.device]
-    if args.scales:
-        ours_command += ["--scales", args.scales]
+    if args.scales is not None:
+        ours_command += ["--scales", ",".join(str(k) for k in args.scales)]
 
     # The peak is sampled before and after the iteration runs, since other load on the
     # machine may change in between.
@@ -210,14 +260,14 @@ def main(argv):
             args.device,
         ]
         print(f"run {repeat + 1} of {args.repeats}: PyTorch", file=sys.stderr, flush=True)
-        torch_rows, _ = parse_table(run(torch_command, dict(os.environ)), "iteration.py")
+        torch_rows, _ = parse_table(run(torch_command, torch_env), "iteration.py")
         torch_runs.append(torch_rows)
 
     torch.set_num_threads(threads)
     peak_samples += matmul_throughputs(torch, args.peak_size, args.peak_repeats, device)
     peak = statistics.median(peak_samples)
 
-    policy = os.environ.get("OMP_WAIT_POLICY", "runtime default")
+    policy = torch_env.get("OMP_WAIT_POLICY", "runtime default")
     print(
         f"device: {args.device}, threads: {threads}, torch {torch.__version__}, "
         f"PyTorch OMP_WAIT_POLICY: {policy}"
@@ -275,8 +325,20 @@ def main(argv):
     every = all(r < 1.0 for r in ratios.values())
     coarse = [k for k in sorted(ratios) if k < COARSE_SCALES]
     coarse_met = bool(coarse) and all(ratios[k] <= COARSE_TARGET for k in coarse)
+    # Without --scales singan times every scale, so the pyramid's scales are counted only
+    # when --scales is given.
+    partial_note = ""
+    if args.scales is not None:
+        try:
+            scale_count = pyramid_scale_count(args.image)
+        except (OSError, ValueError) as error:
+            print(f"warning: cannot count the scales of the pyramid: {error}", file=sys.stderr)
+            partial_note = " (not checked whether every scale was timed)"
+        else:
+            if set(ratios) != set(range(scale_count)):
+                partial_note = " (not all scales were timed)"
     print("targets (ratio = ours / PyTorch):")
-    print(f"  every scale below 1: {'met' if every else 'not met'}")
+    print(f"  every scale below 1: {'met' if every else 'not met'}{partial_note}")
     print(
         f"  scales 0-{COARSE_SCALES - 1} at most {COARSE_TARGET:.2f} (3x faster): "
         f"{'met' if coarse_met else 'not met'}"
@@ -284,8 +346,16 @@ def main(argv):
     )
     print(
         f"  total at most {TOTAL_TARGET}: {'met' if total_ratio <= TOTAL_TARGET else 'not met'}"
+        f"{partial_note}"
     )
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:
+        print(
+            "interrupted (Ctrl-C); the comparison prints nothing until every run has finished",
+            file=sys.stderr,
+        )
+        sys.exit(130)

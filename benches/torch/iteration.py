@@ -19,17 +19,30 @@ a PNG or a JPEG; only its size is read.
 
 import argparse
 import math
+import re
 import struct
 import sys
 import time
 import warnings
+import zlib
+
+
+def exit_interrupted():
+    """Exit with status 130 (128 + SIGINT) and a one-line message instead of a traceback."""
+    print("interrupted (Ctrl-C); the rows printed so far are complete", file=sys.stderr)
+    sys.exit(130)
+
 
 # torch warns at import when numpy is missing; this benchmark does not use numpy.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+# Importing torch takes seconds, so Ctrl-C may arrive during the import.
+try:
+    import torch  # noqa: E402
+    import torch.nn.functional as F  # noqa: E402
+    from torch import nn  # noqa: E402
+except KeyboardInterrupt:
+    exit_interrupted()
 
 # Defaults of the Rust trainer (src/singan/config.rs).
 MIN_SIZE = 25
@@ -54,12 +67,26 @@ SAMPLE_IMAGE_SIZE = (96, 128)
 
 
 def image_size(path):
-    """Read (height, width) from the header of a PNG or JPEG file."""
+    """Read (height, width) from the header of a PNG or JPEG file. Raise ValueError when the
+    file is empty, is neither PNG nor JPEG, or has a truncated or corrupt header."""
     with open(path, "rb") as f:
         data = f.read()
+    if not data:
+        raise ValueError(f"{path}: the file is empty; check the file or pass a PNG or JPEG")
+    size = None
     if data[:8] == b"\x89PNG\r\n\x1a\n":
-        width, height = struct.unpack(">II", data[16:24])
-        return height, width
+        # The IHDR chunk comes first: a 4-byte length, then the type, width, height and five
+        # 1-byte fields, which the chunk's CRC covers.
+        ihdr = data[12:29]
+        crc = data[29:33]
+        intact = len(crc) == 4 and struct.unpack(">I", crc)[0] == zlib.crc32(ihdr)
+        if ihdr[:4] != b"IHDR" or not intact:
+            raise ValueError(
+                f"{path}: not a readable PNG, because its IHDR header is truncated or corrupt; "
+                "check the file or export it again"
+            )
+        width, height = struct.unpack(">II", ihdr[4:12])
+        size = height, width
     if data[:2] == b"\xff\xd8":
         position = 2
         while position + 4 <= len(data):
@@ -72,11 +99,26 @@ def image_size(path):
             (length,) = struct.unpack(">H", data[position + 2 : position + 4])
             # Start-of-frame markers: C0 to CF except C4 (Huffman), C8 (reserved), CC (arithmetic).
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                height, width = struct.unpack(">HH", data[position + 5 : position + 9])
-                return height, width
+                if position + 9 <= len(data):
+                    size = struct.unpack(">HH", data[position + 5 : position + 9])
+                break
             position += 2 + length
-        raise ValueError(f"{path}: no JPEG start-of-frame marker found")
-    raise ValueError(f"{path}: not a PNG or JPEG file; pass --sizes instead")
+        if size is None:
+            raise ValueError(
+                f"{path}: not a readable JPEG, because it is truncated or corrupt before the "
+                "image size (start-of-frame marker); check the file or export it again"
+            )
+    if size is None:
+        raise ValueError(
+            f"{path}: not a PNG or JPEG file (no PNG or JPEG signature); check the file or "
+            "convert it to PNG or JPEG"
+        )
+    if 0 in size:
+        raise ValueError(
+            f"{path}: the header gives an empty image of {size[0]}x{size[1]} pixels; check the "
+            "file or export it again"
+        )
+    return size
 
 
 def log_base(x, base):
@@ -111,7 +153,7 @@ def pyramid_sizes(height, width):
     )
     if stop_scale < 1:
         raise ValueError(
-            f"image {height}x{width} gives fewer than two scales; use a larger image"
+            f"image {height}x{width} gives fewer than two scales; {pyramid_advice(height, width)}"
         )
 
     scale_one = min(MAX_SIZE / long_side, 1.0)
@@ -119,7 +161,7 @@ def pyramid_sizes(height, width):
     if min(top_height, top_width) < MIN_SIZE:
         raise ValueError(
             f"image {height}x{width} resized to {top_height}x{top_width} is below "
-            f"min_size {MIN_SIZE}; use a less elongated image or pass --sizes"
+            f"min_size {MIN_SIZE}; {pyramid_advice(height, width)}"
         )
 
     factor = (MIN_SIZE / min(top_height, top_width)) ** (1.0 / stop_scale)
@@ -136,6 +178,29 @@ def pyramid_sizes(height, width):
     return sizes
 
 
+def pyramid_advice(height, width):
+    """Return what to change about an image whose pyramid is rejected. After the resize to
+    max_size the shorter side must still be at least min_size, so a larger image helps only
+    when the longer side is at most about max_size / min_size times the shorter side."""
+    short_side, long_side = min(height, width), max(height, width)
+    max_ratio = MAX_SIZE / MIN_SIZE
+    too_small = short_side < MIN_SIZE
+    too_elongated = long_side > max_ratio * short_side
+    if too_small and too_elongated:
+        return (
+            f"use a larger and less elongated image, with a shorter side of at least {MIN_SIZE} "
+            f"pixels and a longer side at most about {max_ratio:g} times the shorter"
+        )
+    if too_elongated:
+        return (
+            f"use a less elongated image, with a longer side at most about {max_ratio:g} times "
+            "the shorter"
+        )
+    if too_small:
+        return f"use a larger image, with a shorter side of at least {MIN_SIZE} pixels"
+    return "use a larger or less elongated image"
+
+
 def parse_sizes(text):
     sizes = []
     for item in text.split(","):
@@ -146,7 +211,31 @@ def parse_sizes(text):
             raise argparse.ArgumentTypeError(
                 f"invalid size {item!r}; expected HEIGHTxWIDTH, such as 26x34"
             ) from None
+        if min(sizes[-1]) < min_scale_side():
+            raise argparse.ArgumentTypeError(
+                f"invalid size {item!r}; both sides must be at least {min_scale_side()} pixels, "
+                f"because the critic's {NUM_BLOCKS} unpadded convolutions trim {border()} pixels "
+                "from each side"
+            )
     return sizes
+
+
+def parse_scales(text):
+    """Parse a comma-separated list of scale numbers, such as 0,1,9 or ' 0, 1'."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: the list is empty; give scale numbers (0 or more) "
+            "separated by commas, such as 0,1,9"
+        )
+    scales = []
+    for item in text.split(","):
+        if not re.fullmatch(r"\s*[0-9]+\s*", item):
+            raise argparse.ArgumentTypeError(
+                f"invalid scale {item!r} in {text!r}; expected scale numbers (0 or more) "
+                "separated by commas, such as 0,1,9"
+            )
+        scales.append(int(item))
+    return scales
 
 
 # --- Networks --------------------------------------------------------------------------------
@@ -172,6 +261,12 @@ def block_channels(max_features, min_features):
 def border():
     """Pixels each network trims from each side of its input."""
     return NUM_BLOCKS * (KERNEL_SIZE - 1 - 2 * PADDING) // 2
+
+
+def min_scale_side():
+    """Return the smallest height or width a scale may have (11 by default). The critic trims
+    border() pixels from each side and must keep at least one output pixel."""
+    return 2 * border() + 1
 
 
 def conv_block(c_in, c_out):
@@ -383,19 +478,31 @@ def parse_args(argv):
     parser.add_argument(
         "--sizes",
         type=parse_sizes,
-        help="pyramid sizes, coarsest first, as HEIGHTxWIDTH,... (overrides IMAGE)",
+        help="pyramid sizes, coarsest first, as HEIGHTxWIDTH,... with both sides at least "
+        f"{min_scale_side()} pixels (default: the pyramid of IMAGE; overrides IMAGE)",
     )
     parser.add_argument(
         "--scales",
-        type=lambda text: [int(k) for k in text.split(",")],
+        type=parse_scales,
         help="scales to time, as a comma-separated list such as 0,1,9 (default: all)",
     )
-    parser.add_argument("--steps", type=int, default=5, help="timed iterations per scale")
     parser.add_argument(
-        "--threads", type=int, help="CPU threads, passed to torch.set_num_threads"
+        "--steps", type=int, default=5, help="timed iterations per scale (default: %(default)s)"
     )
-    parser.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
-    parser.add_argument("--seed", type=int, default=0, help="seed of torch's random generator")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads, passed to torch.set_num_threads (default: torch's own default)",
+    )
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="torch device (default: cpu)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of torch's random generator (default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -405,11 +512,14 @@ def main(argv):
         sys.exit("--steps must be at least 1")
     if args.threads is not None:
         if args.threads < 1:
-            sys.exit("--threads must be at least 1")
+            sys.exit(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device is available to this torch build")
+        sys.exit(
+            "--device cuda: torch reports no usable CUDA device (a CUDA build of torch reports "
+            "none on a machine without an NVIDIA GPU and driver); use --device cpu"
+        )
     torch.manual_seed(args.seed)
 
     try:
@@ -419,7 +529,9 @@ def main(argv):
             sizes = pyramid_sizes(*image_size(args.image))
         else:
             sizes = pyramid_sizes(*SAMPLE_IMAGE_SIZE)
-    except (OSError, ValueError) as error:
+    except OSError as error:
+        sys.exit(f"cannot read IMAGE {args.image}: {error.strerror}; check the path")
+    except ValueError as error:
         sys.exit(f"cannot compute the pyramid: {error}")
     # Each scale is timed once, in increasing order, as `singan bench iteration` does.
     scales = sorted(set(args.scales)) if args.scales is not None else list(range(len(sizes)))
@@ -448,4 +560,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:
+        exit_interrupted()

@@ -28,6 +28,8 @@ import sys
 import time
 import warnings
 
+from argument_types import parse_scales
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPOSITORY = os.path.dirname(os.path.dirname(HERE))
 ROW = re.compile(
@@ -82,24 +84,6 @@ def import_torch():
     import torch
 
     return torch
-
-
-def parse_scales(text):
-    """Parse a comma-separated list of scale numbers, such as 0,1,9 or ' 0, 1'."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}: the list is empty; give scale numbers (0 or more) "
-            "separated by commas, such as 0,1,9"
-        )
-    scales = []
-    for item in text.split(","):
-        if not re.fullmatch(r"\s*[0-9]+\s*", item):
-            raise argparse.ArgumentTypeError(
-                f"invalid scale {item!r} in {text!r}; expected scale numbers (0 or more) "
-                "separated by commas, such as 0,1,9"
-            )
-        scales.append(int(item))
-    return scales
 
 
 def pyramid_scale_count(image):

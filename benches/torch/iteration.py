@@ -19,12 +19,13 @@ a PNG or a JPEG; only its size is read.
 
 import argparse
 import math
-import re
 import struct
 import sys
 import time
 import warnings
 import zlib
+
+from argument_types import parse_scales
 
 
 def exit_interrupted():
@@ -218,24 +219,6 @@ def parse_sizes(text):
                 "from each side"
             )
     return sizes
-
-
-def parse_scales(text):
-    """Parse a comma-separated list of scale numbers, such as 0,1,9 or ' 0, 1'."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}: the list is empty; give scale numbers (0 or more) "
-            "separated by commas, such as 0,1,9"
-        )
-    scales = []
-    for item in text.split(","):
-        if not re.fullmatch(r"\s*[0-9]+\s*", item):
-            raise argparse.ArgumentTypeError(
-                f"invalid scale {item!r} in {text!r}; expected scale numbers (0 or more) "
-                "separated by commas, such as 0,1,9"
-            )
-        scales.append(int(item))
-    return scales
 
 
 # --- Networks --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use super::train::PyramidArgs;
 use super::{resolve_device, DeviceChoice};
 use singan::singan::bench::time_iterations;
 use singan::singan::config::TrainConfig;
@@ -29,15 +30,8 @@ pub struct IterationArgs {
     /// Timed iterations per scale, after one warm-up iteration.
     #[arg(long, default_value_t = 5, value_parser = parse_steps, allow_negative_numbers = true)]
     pub steps: usize,
-    /// Shorter side of the coarsest scale, in pixels, as for `singan train`.
-    #[arg(long, default_value_t = 25)]
-    pub min_size: usize,
-    /// Longer side of the finest scale, in pixels, as for `singan train`.
-    #[arg(long, default_value_t = 250)]
-    pub max_size: usize,
-    /// Initial per-scale resize factor, as for `singan train`.
-    #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
-    pub scale_factor_init: f64,
+    #[command(flatten)]
+    pub pyramid: PyramidArgs,
     /// Backend to run the ops on.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
@@ -73,9 +67,9 @@ fn parse_steps(text: &str) -> Result<usize, String> {
 pub fn run(command: BenchCommand) -> Result<ExitCode, String> {
     let BenchCommand::Iteration(args) = command;
     let config = TrainConfig {
-        min_size: args.min_size,
-        max_size: args.max_size,
-        scale_factor_init: args.scale_factor_init,
+        min_size: args.pyramid.min_size,
+        max_size: args.pyramid.max_size,
+        scale_factor_init: args.pyramid.scale_factor_init,
         ..TrainConfig::default()
     };
     config.validate()?;

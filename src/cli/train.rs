@@ -34,10 +34,9 @@ pub enum BackgroundChoice {
     Black,
 }
 
+/// The options that set an image's pyramid, shared by `train` and `bench iteration`.
 #[derive(Args, Debug)]
-pub struct TrainArgs {
-    /// Training image (PNG or JPEG). Without it, a built-in sample image drawn by code is used.
-    pub image: Option<PathBuf>,
+pub struct PyramidArgs {
     /// Shorter side of the coarsest scale, in pixels.
     #[arg(long, default_value_t = 25)]
     pub min_size: usize,
@@ -47,6 +46,14 @@ pub struct TrainArgs {
     /// Initial per-scale resize factor, from which the number of scales follows.
     #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
     pub scale_factor_init: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Training image (PNG or JPEG). Without it, a built-in sample image drawn by code is used.
+    pub image: Option<PathBuf>,
+    #[command(flatten)]
+    pub pyramid: PyramidArgs,
     /// Noise amplitude per scale, relative to the RMSE of the coarser scales' reconstruction.
     #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub noise_weight: f64,
@@ -210,9 +217,9 @@ impl TrainArgs {
         };
         let default_penalty = if loss == LossKind::Wgan { 0.1 } else { 0.0 };
         let config = TrainConfig {
-            min_size: self.min_size,
-            max_size: self.max_size,
-            scale_factor_init: self.scale_factor_init,
+            min_size: self.pyramid.min_size,
+            max_size: self.pyramid.max_size,
+            scale_factor_init: self.pyramid.scale_factor_init,
             noise_weight: self.noise_weight,
             num_steps: self.num_steps,
             lr: self.lr,

@@ -139,11 +139,11 @@ pub fn forward_with_bias<T: Element>(
     if let Some(bias) = bias {
         assert_eq!(bias.len(), g.c_out, "one bias value per output channel");
     }
-    if use_winograd::<T>(g) && !use_direct::<T>(g, direct::Pass::Forward) {
-        return winograd::forward(x, weight, bias, g);
-    }
     let mut y = if use_direct::<T>(g, direct::Pass::Forward) {
         direct::forward(x, weight, g)
+    } else if use_winograd::<T>(g) {
+        // The Winograd output transform adds the bias itself.
+        return winograd::forward(x, weight, bias, g);
     } else {
         im2col_forward(x, weight, g)
     };

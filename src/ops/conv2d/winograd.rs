@@ -31,13 +31,13 @@ use super::ConvGeometry;
 use crate::element::Element;
 
 /// Positions of a transformed 4x4 tile.
-const POSITIONS: usize = 16;
+pub(super) const POSITIONS: usize = 16;
 
 /// Tiles per block: the lanes of one 512-bit vector of `f32`.
-const BLOCK: usize = 16;
+pub(super) const BLOCK: usize = 16;
 
 /// Values of one channel in one block: 16 positions of 16 lanes.
-const BLOCK_VALUES: usize = POSITIONS * BLOCK;
+pub(super) const BLOCK_VALUES: usize = POSITIONS * BLOCK;
 
 /// Tiles per group, and the max bytes of transformed inputs and products that a group may
 /// hold. 128 tiles measured fastest for 32 to 128 channels on a 2 MiB L2 cache (`cargo bench
@@ -50,20 +50,20 @@ const MAX_GROUP_BYTES: usize = 4 << 20;
 /// Most partial weight gradients per image; each is `16 * c_out * c_in` values.
 const MAX_WEIGHT_GRAD_PARTIALS: usize = 16;
 
-/// Least tasks per image of the forward pass when the image is small enough to need fewer
+/// Minimum tasks per image of the forward pass when the image is small enough to need fewer
 /// than [`GROUP_TILES`] tiles per task for it, so that both of two threads get work and
 /// finish close together. An image of 96 tiles (the coarsest critic layers) splits into six
 /// tasks of 16 tiles.
 const MIN_FORWARD_TASKS: usize = 8;
 
-/// Least tasks per image of the weight gradient, for the same reason. Fewer than for the
+/// Minimum tasks per image of the weight gradient, for the same reason. Fewer than for the
 /// forward pass, because each task pays a fixed cost to add up its sums' lanes.
 const MIN_WEIGHT_GRAD_TASKS: usize = 4;
 
 /// Values per task when the weight gradient adds up its partial sums.
 const SUM_CHUNK: usize = 1 << 13;
 
-/// Least tiles per weight-gradient task: four blocks.
+/// Minimum tiles per weight-gradient task: four blocks.
 const MIN_WEIGHT_GRAD_CHUNK: usize = 4 * BLOCK;
 
 /// Reports whether the Winograd kernels compute this convolution.
@@ -120,7 +120,7 @@ fn weight_grad_chunk_len<T>(g: &ConvGeometry, tiles: usize) -> usize {
 }
 
 /// Index of the first lane of `position` of `channel` (of `channels`) in block `block`.
-fn block_index(block: usize, channel: usize, channels: usize, position: usize) -> usize {
+pub(super) fn block_index(block: usize, channel: usize, channels: usize, position: usize) -> usize {
     ((block * channels + channel) * POSITIONS + position) * BLOCK
 }
 
@@ -145,8 +145,8 @@ thread_local! {
     };
 }
 
-/// Most storage buffers a thread's pool keeps. A convolution holds at most three at once on
-/// one thread; the rest of the limit covers buffers dropped on another thread than the one
+/// Maximum storage buffers a thread's pool keeps. A convolution uses at most three at once on
+/// one thread. The rest of the limit covers buffers dropped on another thread than the one
 /// that took them.
 const MAX_POOLED_BUFFERS: usize = 8;
 

@@ -22,17 +22,10 @@ use std::arch::x86_64::{
     _mm512_unpackhi_ps, _mm512_unpacklo_ps, _mm_add_ps, _mm_loadu_ps, _mm_storeu_ps,
 };
 
+use super::winograd::{block_index, BLOCK_VALUES, POSITIONS};
+
 /// Output channels per block of packed weights and per kernel call.
 pub const CHANNEL_BLOCK: usize = 8;
-
-/// Tiles per block of the transformed values: one 16-lane vector.
-const LANES: usize = 16;
-
-/// Positions of a transformed tile.
-const POSITIONS: usize = 16;
-
-/// Values of one channel in one block: 16 positions of 16 lanes.
-const BLOCK_VALUES: usize = POSITIONS * LANES;
 
 /// Channels of each side of one weight-gradient step.
 const GRAD_BLOCK: usize = 4;
@@ -56,11 +49,6 @@ fn cpu_has_avx512() -> bool {
 #[cfg(not(target_arch = "x86_64"))]
 fn cpu_has_avx512() -> bool {
     false
-}
-
-/// Index of the first lane of `position` of `channel` (of `channels`) in block `block`.
-fn block_index(block: usize, channel: usize, channels: usize, position: usize) -> usize {
-    ((block * channels + channel) * POSITIONS + position) * LANES
 }
 
 /// Rearranges position-major weights `u[(position * c_out + o) * c_in + i]` into blocks of
@@ -373,6 +361,7 @@ fn sum_lanes(sums: &[[__m512; GRAD_BLOCK]; GRAD_BLOCK]) -> [__m128; GRAD_BLOCK] 
 
 #[cfg(test)]
 mod tests {
+    use super::super::winograd::BLOCK as LANES;
     use super::*;
 
     /// Small integers, so that every product and sum below is exact in `f32` and the kernels

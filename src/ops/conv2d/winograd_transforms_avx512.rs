@@ -20,13 +20,7 @@ use std::arch::x86_64::{
     _mm512_sub_ps, _mm512_xor_si512,
 };
 
-use super::winograd::Part;
-
-/// Tiles per block: one 16-lane vector.
-const LANES: usize = 16;
-
-/// Values of one channel in one block: 16 positions of 16 lanes.
-const BLOCK_VALUES: usize = 16 * LANES;
+use super::winograd::{Part, BLOCK as LANES, BLOCK_VALUES};
 
 /// Reports whether this CPU runs these kernels.
 #[cfg(target_arch = "x86_64")]

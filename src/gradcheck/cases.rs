@@ -190,7 +190,8 @@ fn batch_norm_input_grad(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f6
 
 /// Wraps [`batch_norm_input_grad`] once more: a third derivative through the recorded input
 /// gradient. Its numeric side runs the taped closed form as well, so this checks the taped
-/// form's derivative, not its values; a test compares those with the closed-form kernel.
+/// form's derivative, not its values. A separate test compares those values with the
+/// closed-form kernel.
 fn batch_norm_input_grad_third(d: &CaseDims, rng: &mut SeededNormal) -> (Vec<Tensor<f64>>, LossFn) {
     let (inputs, loss) = batch_norm_input_grad(d, rng);
     let directions = inputs.iter().map(|t| rng.tensor(t.dims())).collect();

@@ -87,9 +87,9 @@ impl Drop for StopOnDrop {
 /// Runs the jobs that the command's parallel ops hand out, polling for them until the command
 /// returns.
 ///
-/// An idle rayon worker goes to sleep after a few dozen polls, and waking it costs more than
-/// the whole of most ops of a small training iteration (a virtual machine's idle core may have
-/// to be woken by the hypervisor). Polling keeps the core busy instead, as OpenMP's default
+/// An idle rayon worker goes to sleep after a few dozen polls. Waking it costs more than the
+/// whole of most ops of a small training iteration, because a virtual machine's idle core may
+/// have to be woken by the hypervisor. Polling keeps the core busy instead, as OpenMP's default
 /// wait policy does for PyTorch. After [`MAX_IDLE_POLL`] without a job, as while the command
 /// writes files, the loop polls only every [`IDLE_NAP`].
 ///

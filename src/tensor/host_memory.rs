@@ -12,7 +12,7 @@
 /// happened to allocate: 1.6 to 2.9 GB over runs of the same iteration at 186x248 pixels.
 ///
 /// After this call, blocks up to 32 MiB (the largest mmap threshold glibc accepts on 64-bit
-/// targets) come from the heaps, and each heap keeps 64 MiB of free space at its top
+/// targets) come from the heaps. Each heap keeps 64 MiB of free space at its top
 /// (`M_TOP_PAD`), so a thread's heap is never shrunk or unmapped. Freed memory then stays in
 /// the process for later tensors of the same size, and the peak at 186x248 pixels was 1.8 GB
 /// in every run. One arena for all threads (`M_ARENA_MAX`) also steadied the peak, but lock

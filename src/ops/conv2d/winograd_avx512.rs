@@ -11,9 +11,15 @@
 //!   output channels, and the inputs are read in place. Each step of the inner loop does 16
 //!   fused multiply-adds into 16 accumulator registers (8 output channels by 32 tiles).
 //! - [`accumulate_weight_grad`] (weight gradient): for each position, `dU += dZ V^T` sums over
-//!   tiles. Each step multiplies the tiles of 4 output-gradient channels by those of 4 input
-//!   channels into 16 accumulators, lane by lane, and the lanes are added up once per call.
-//!   Channel counts that are not multiples of 4 end with a partial step.
+//!   tiles. With input channels in multiples of 16, the inputs of one position are transposed
+//!   so that a vector contains 16 channels of one tile. Each step then multiplies a broadcast
+//!   output-gradient value of each of 8 output channels by 32 input channels, and the 16
+//!   accumulators sum over every tile of the call. At 64 and 128 channels this is twice as
+//!   fast as the lane-sum form below, which loads more per multiply-add and spends shuffles on
+//!   adding up lanes.
+//!   Other input-channel counts (3, for the first layer) multiply the tiles of 4 output
+//!   channels by those of 4 input channels into 16 accumulators, lane by lane, and add up the
+//!   lanes once per call; counts that are not multiples of 4 end with a partial step.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
@@ -22,13 +28,19 @@ use std::arch::x86_64::{
     _mm512_unpackhi_ps, _mm512_unpacklo_ps, _mm_add_ps, _mm_loadu_ps, _mm_storeu_ps,
 };
 
-use super::winograd::{block_index, BLOCK_VALUES, POSITIONS};
+use super::winograd::{block_index, BLOCK, BLOCK_VALUES, POSITIONS};
 
 /// Output channels per block of packed weights and per kernel call.
 pub const CHANNEL_BLOCK: usize = 8;
 
-/// Channels of each side of one weight-gradient step.
+/// Channels of each side of one step of the lane-sum weight-gradient kernel.
 const GRAD_BLOCK: usize = 4;
+
+/// Input channels of one step of the broadcast weight-gradient kernel: two vectors.
+const GRAD_COLUMNS: usize = 2 * BLOCK;
+
+/// Output channels of one step of the broadcast weight-gradient kernel.
+const GRAD_ROWS: usize = 8;
 
 /// Reports whether this CPU runs the forward kernel, and whether `c_out` fits its channel
 /// blocks.
@@ -231,7 +243,14 @@ pub fn accumulate_weight_grad(
     assert_eq!(partial.len(), POSITIONS * c_out * c_in);
     // SAFETY: `weight_grad_applies` confirmed that the CPU has AVX-512F, and the assertions
     // above that every index the kernel forms lies inside its buffer.
-    unsafe { accumulate_weight_grad_avx512(z, v, (partial, overwrite), (c_out, c_in, blocks)) }
+    let shapes = (c_out, c_in, blocks);
+    unsafe {
+        if c_in.is_multiple_of(BLOCK) {
+            accumulate_weight_grad_broadcast(z, v, (partial, overwrite), shapes);
+        } else {
+            accumulate_weight_grad_avx512(z, v, (partial, overwrite), shapes);
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -317,6 +336,190 @@ unsafe fn accumulate_weight_grad_avx512(
             }
         }
     }
+}
+
+/// Adds `dZ V^T` to `partial` like [`accumulate_weight_grad_avx512`], for input-channel counts
+/// that are multiples of 16.
+///
+/// For each position and each run of up to [`GRAD_COLUMNS`] input channels, it first
+/// transposes the inputs of every block into `columns` (`[block][tile][channel]`, which stays
+/// in L1), so that one vector holds 16 channels of one tile. Each step then broadcasts one
+/// output-gradient value per output channel and multiplies it by those vectors, so the sums
+/// over tiles stay in registers and need no lane additions at the end.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn accumulate_weight_grad_broadcast(
+    z: &[f32],
+    v: &[f32],
+    (partial, overwrite): (&mut [f32], bool),
+    (c_out, c_in, blocks): (usize, usize, usize),
+) {
+    let mut columns = vec![0.0f32; blocks * BLOCK * GRAD_COLUMNS];
+    for position in 0..POSITIONS {
+        for first_i in (0..c_in).step_by(GRAD_COLUMNS) {
+            let width = (c_in - first_i).min(GRAD_COLUMNS);
+            for block in 0..blocks {
+                for half in 0..width / BLOCK {
+                    let first = first_i + half * BLOCK;
+                    // SAFETY: channels first..first + 16 of block `block` lie inside `v`,
+                    // which the caller checked, and `columns` has room for every block's
+                    // 16 tiles of GRAD_COLUMNS channels.
+                    unsafe {
+                        let rows: [__m512; BLOCK] = std::array::from_fn(|r| {
+                            _mm512_loadu_ps(v.as_ptr().add(block_index(
+                                block,
+                                first + r,
+                                c_in,
+                                position,
+                            )))
+                        });
+                        let tiles = transpose_16x16(rows);
+                        for (tile, values) in tiles.into_iter().enumerate() {
+                            let at = (block * BLOCK + tile) * GRAD_COLUMNS + half * BLOCK;
+                            _mm512_storeu_ps(columns.as_mut_ptr().add(at), values);
+                        }
+                    }
+                }
+            }
+            let step = BroadcastStep {
+                z,
+                columns: &columns,
+                position,
+                first_i,
+                c_out,
+                c_in,
+                blocks,
+            };
+            let mut first_o = 0;
+            while first_o < c_out {
+                let rows = c_out - first_o;
+                let target = &mut *partial;
+                // SAFETY: each call reads `rows` (or fewer) output channels from first_o and
+                // writes their sums at first_i..first_i + width, all inside the buffers.
+                first_o += unsafe {
+                    match (rows, width == GRAD_COLUMNS) {
+                        (GRAD_ROWS.., true) => step.run::<GRAD_ROWS, 2>(target, first_o, overwrite),
+                        (GRAD_ROWS.., false) => {
+                            step.run::<GRAD_ROWS, 1>(target, first_o, overwrite)
+                        }
+                        (4.., true) => step.run::<4, 2>(target, first_o, overwrite),
+                        (4.., false) => step.run::<4, 1>(target, first_o, overwrite),
+                        (2.., true) => step.run::<2, 2>(target, first_o, overwrite),
+                        (2.., false) => step.run::<2, 1>(target, first_o, overwrite),
+                        (_, true) => step.run::<1, 2>(target, first_o, overwrite),
+                        (_, false) => step.run::<1, 1>(target, first_o, overwrite),
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// Operands and shapes shared by the steps of one position and run of input channels.
+#[cfg(target_arch = "x86_64")]
+struct BroadcastStep<'a> {
+    z: &'a [f32],
+    columns: &'a [f32],
+    position: usize,
+    first_i: usize,
+    c_out: usize,
+    c_in: usize,
+    blocks: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl BroadcastStep<'_> {
+    /// Sums `ROWS` output channels from `first_o` by `VECTORS` * 16 input channels over every
+    /// tile, adds them to `partial` (or stores them when `overwrite` is set) and returns
+    /// `ROWS`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn run<const ROWS: usize, const VECTORS: usize>(
+        &self,
+        partial: &mut [f32],
+        first_o: usize,
+        overwrite: bool,
+    ) -> usize {
+        let mut sums = [[_mm512_setzero_ps(); VECTORS]; ROWS];
+        // SAFETY: the caller guarantees that output channels first_o..first_o + ROWS and
+        // input channels first_i..first_i + 16 * VECTORS exist, and `columns` contains every
+        // block's tiles.
+        unsafe {
+            for block in 0..self.blocks {
+                let z_rows =
+                    self.z
+                        .as_ptr()
+                        .add(block_index(block, first_o, self.c_out, self.position));
+                let tiles = self.columns.as_ptr().add(block * BLOCK * GRAD_COLUMNS);
+                for tile in 0..BLOCK {
+                    let values: [__m512; VECTORS] = std::array::from_fn(|h| {
+                        _mm512_loadu_ps(tiles.add(tile * GRAD_COLUMNS + h * BLOCK))
+                    });
+                    for (j, row) in sums.iter_mut().enumerate() {
+                        let dz = _mm512_set1_ps(*z_rows.add(j * BLOCK_VALUES + tile));
+                        for (sum, &value) in row.iter_mut().zip(&values) {
+                            *sum = _mm512_fmadd_ps(dz, value, *sum);
+                        }
+                    }
+                }
+            }
+            for (j, row) in sums.iter().enumerate() {
+                let at = (self.position * self.c_out + first_o + j) * self.c_in + self.first_i;
+                let target = partial.as_mut_ptr().add(at);
+                for (h, &sum) in row.iter().enumerate() {
+                    let slot = target.add(h * BLOCK);
+                    let total = if overwrite {
+                        sum
+                    } else {
+                        _mm512_add_ps(_mm512_loadu_ps(slot), sum)
+                    };
+                    _mm512_storeu_ps(slot, total);
+                }
+            }
+        }
+        ROWS
+    }
+}
+
+/// Transposes 16 rows of 16 values: lane `r` of result `c` is lane `c` of `rows[r]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn transpose_16x16(rows: [__m512; 16]) -> [__m512; 16] {
+    // Within each 128-bit lane L: pairs[2k] contains rows 2k, 2k + 1 at columns 4L and 4L + 1,
+    // pairs[2k + 1] the same rows at columns 4L + 2 and 4L + 3.
+    let pairs: [__m512; 16] = std::array::from_fn(|index| {
+        let (first, second) = (rows[index & !1], rows[index | 1]);
+        if index % 2 == 0 {
+            _mm512_unpacklo_ps(first, second)
+        } else {
+            _mm512_unpackhi_ps(first, second)
+        }
+    });
+    // quads[4m + c], 128-bit lane L: rows 4m..4m + 4 at column 4L + c.
+    let quads: [__m512; 16] = std::array::from_fn(|index| {
+        let (m, c) = (index / 4, index % 4);
+        let (first, second) = (pairs[4 * m + c / 2], pairs[4 * m + 2 + c / 2]);
+        if c % 2 == 0 {
+            _mm512_shuffle_ps::<0b01_00_01_00>(first, second)
+        } else {
+            _mm512_shuffle_ps::<0b11_10_11_10>(first, second)
+        }
+    });
+    // Column 4L + c gathers 128-bit lane L of quads[c], quads[4 + c], quads[8 + c] and
+    // quads[12 + c].
+    let mut columns = [_mm512_setzero_ps(); 16];
+    for c in 0..4 {
+        let low = _mm512_shuffle_f32x4::<0b01_00_01_00>(quads[c], quads[4 + c]);
+        let high = _mm512_shuffle_f32x4::<0b11_10_11_10>(quads[c], quads[4 + c]);
+        let low_rest = _mm512_shuffle_f32x4::<0b01_00_01_00>(quads[8 + c], quads[12 + c]);
+        let high_rest = _mm512_shuffle_f32x4::<0b11_10_11_10>(quads[8 + c], quads[12 + c]);
+        columns[c] = _mm512_shuffle_f32x4::<0b10_00_10_00>(low, low_rest);
+        columns[4 + c] = _mm512_shuffle_f32x4::<0b11_01_11_01>(low, low_rest);
+        columns[8 + c] = _mm512_shuffle_f32x4::<0b10_00_10_00>(high, high_rest);
+        columns[12 + c] = _mm512_shuffle_f32x4::<0b11_01_11_01>(high, high_rest);
+    }
+    columns
 }
 
 /// Adds up the 16 lanes of each of the 4 by 4 accumulators. Row `a` of the result contains
@@ -415,7 +618,21 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512F");
             return;
         }
-        for (c_out, c_in, blocks) in [(4, 4, 1), (8, 12, 3), (12, 4, 2), (32, 3, 2), (1, 6, 3)] {
+        // The first five shapes take the lane-sum kernel. The last four have input channels in
+        // multiples of 16, so they take the broadcast kernel, with every step shape: 8, 4, 2
+        // and 1 output channels by 32 and 16 input channels.
+        let shapes = [
+            (4, 4, 1),
+            (8, 12, 3),
+            (12, 4, 2),
+            (32, 3, 2),
+            (1, 6, 3),
+            (32, 32, 2),
+            (15, 48, 3),
+            (3, 16, 1),
+            (8, 64, 1),
+        ];
+        for (c_out, c_in, blocks) in shapes {
             let z: Vec<f32> = (0..blocks * c_out * BLOCK_VALUES).map(value).collect();
             let v: Vec<f32> = (0..blocks * c_in * BLOCK_VALUES)
                 .map(|i| value(i + 5))
@@ -449,6 +666,33 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_16x16_swaps_rows_and_lanes() {
+        if !cpu_has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        let values: Vec<f32> = (0..256).map(|i| i as f32).collect();
+        let mut transposed = vec![f32::NAN; 256];
+        // SAFETY: AVX-512F is present, and every load and store covers 16 values of a
+        // 256-value buffer.
+        unsafe {
+            let rows = std::array::from_fn(|r| _mm512_loadu_ps(values.as_ptr().add(r * 16)));
+            for (c, column) in transpose_16x16(rows).into_iter().enumerate() {
+                _mm512_storeu_ps(transposed.as_mut_ptr().add(c * 16), column);
+            }
+        }
+        for r in 0..16 {
+            for c in 0..16 {
+                assert_eq!(
+                    transposed[c * 16 + r],
+                    values[r * 16 + c],
+                    "row {r}, column {c}"
+                );
             }
         }
     }

@@ -97,6 +97,30 @@ fn check_trace_missing_file_exits_2() {
 }
 
 #[test]
+fn check_trace_reports_cpu_without_probing() {
+    // The replay takes no device, so even --device cuda neither probes a GPU nor fails for the
+    // lack of one, and the device line names the CPU.
+    let (code, _, stderr) = singan(&[
+        "check",
+        "trace",
+        "/nonexistent/trace.safetensors",
+        "--device",
+        "cuda",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("device: cpu (check trace replays on the CPU only)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cuda"), "{stderr}");
+    assert!(!stderr.contains("CUDA"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/trace.safetensors"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bench_iteration_prints_a_row_per_scale() {
     let args = [
         "bench",

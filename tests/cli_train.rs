@@ -249,3 +249,133 @@ fn cuda_device_without_gpu_is_rejected() {
         "{stderr}"
     );
 }
+
+#[test]
+fn image_instead_of_run_is_named() {
+    let dir = temp_dir("image-as-run");
+    let png = dir.join("picture.png");
+    write_png(&png, 44, 36);
+    let jpeg = dir.join("picture.jpg");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([90, 120, 200]))
+        .save(&jpeg)
+        .unwrap();
+    // A PNG renamed to look like a model file reaches the model loader of `sr` as well.
+    let renamed = dir.join("renamed.safetensors");
+    std::fs::copy(&png, &renamed).unwrap();
+    let (png, jpeg, renamed) = (
+        png.to_str().unwrap(),
+        jpeg.to_str().unwrap(),
+        renamed.to_str().unwrap(),
+    );
+
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("PNG", vec!["sample", png]),
+        ("JPEG", vec!["sample", jpeg]),
+        (
+            "PNG",
+            vec![
+                "harmonize",
+                png,
+                "--ref",
+                png,
+                "--mask",
+                png,
+                "--start-scale",
+                "1",
+            ],
+        ),
+        (
+            "PNG",
+            vec![
+                "edit",
+                png,
+                "--ref",
+                png,
+                "--mask",
+                png,
+                "--start-scale",
+                "1",
+            ],
+        ),
+        (
+            "PNG",
+            vec!["paint2image", png, "--ref", png, "--start-scale", "1"],
+        ),
+        ("PNG", vec!["animate", png]),
+        ("PNG", vec!["sr", renamed]),
+    ];
+    for (format, mut args) in cases {
+        args.extend(["--device", "cpu"]);
+        let (code, _, stderr) = singan(&args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        let path = args[1];
+        assert!(
+            stderr.contains(&format!("{path} is a {format} image, not a trained model")),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("Pass the run folder that `singan train` created"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("not a valid safetensors file"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // The three input files are all there is, so no output folder was created.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
+}
+
+#[test]
+fn non_image_garbage_keeps_safetensors_error() {
+    let dir = temp_dir("garbage-model");
+    let garbage = dir.join("model.safetensors");
+    std::fs::write(&garbage, b"this is neither a model nor an image").unwrap();
+    let (code, _, stderr) = singan(&["sample", garbage.to_str().unwrap(), "--device", "cpu"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not a valid safetensors file"), "{stderr}");
+    assert!(!stderr.contains("image"), "{stderr}");
+}
+
+#[test]
+fn resume_warns_about_ignored_options() {
+    let dir = temp_dir("resume-options");
+    let image = dir.join("input.png");
+    write_png(&image, 44, 36);
+    let results = dir.join("results");
+    assert_eq!(singan(&tiny_train_args(&image, &results)).0, 0);
+    let run = results.join("run");
+    let run = run.to_str().unwrap();
+
+    let (code, stdout, stderr) = singan(&[
+        "train",
+        "--resume",
+        run,
+        "--num-steps",
+        "5",
+        "--lr",
+        "0.001",
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|line| line.starts_with("warning: "))
+        .unwrap_or_else(|| panic!("no warning:\n{stderr}"));
+    assert!(
+        warning.contains("ignoring --num-steps, --lr because --resume"),
+        "{warning}"
+    );
+    assert!(!warning.contains("--device"), "{warning}");
+    assert!(stdout.contains("nothing to resume"), "{stdout}");
+
+    // A default value typed out is still an option the resumed run ignores.
+    let (code, _, stderr) = singan(&["train", "--resume", run, "--num-steps", "4000"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("warning: ignoring --num-steps"), "{stderr}");
+
+    let (code, _, stderr) = singan(&["train", "--resume", run, "--device", "cpu"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}

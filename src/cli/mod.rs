@@ -8,7 +8,7 @@ mod train;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// A SinGAN trainer and the deep-learning engine under it.
 #[derive(Parser, Debug)]
@@ -100,9 +100,13 @@ fn probe_cuda() -> Result<(singan::Device, String), String> {
 
 /// Parses the arguments, runs the command and maps its outcome to an exit status.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    // The matches are kept next to the parsed arguments because `train --resume` warns about the
+    // options given on the command line.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)
+        .unwrap_or_else(|error| error.format(&mut Cli::command()).exit());
     // The CPU kernels run fastest when called from a rayon worker thread.
-    let outcome = singan::ops::run_on_worker_thread(move || dispatch(cli.command))
+    let outcome = singan::ops::run_on_worker_thread(move || dispatch(cli.command, &matches))
         .map_err(|error| error.to_string())
         .and_then(|outcome| outcome);
     match outcome {
@@ -114,9 +118,15 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn dispatch(command: Command) -> Result<ExitCode, String> {
+fn dispatch(command: Command, matches: &ArgMatches) -> Result<ExitCode, String> {
     match command {
-        Command::Train(args) => train::run(*args),
+        Command::Train(args) => {
+            let command_line_options = matches
+                .subcommand_matches("train")
+                .map(train::options_given_on_command_line)
+                .unwrap_or_default();
+            train::run(*args, &command_line_options)
+        }
         Command::Sample(args) => sample::run(args),
         Command::Harmonize(args) => apps::run_masked(args, false),
         Command::Edit(args) => apps::run_masked(args, true),

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use clap::{Args, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{resolve_device, DeviceChoice};
@@ -304,7 +305,30 @@ impl Reporter for ConsoleReporter {
     }
 }
 
-pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
+/// Returns the long names (`--num-steps`) of the `train` options whose values came from the
+/// command line, in declaration order. Defaults do not count, but a default value typed out does.
+pub fn options_given_on_command_line(matches: &ArgMatches) -> Vec<String> {
+    let command = TrainArgs::augment_args(clap::Command::new("train"));
+    command
+        .get_arguments()
+        .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+        .collect()
+}
+
+/// Returns the options in `command_line_options` other than `--resume` and `--device`. A resumed
+/// run ignores them because it continues with the settings saved in its model file.
+fn ignored_on_resume(command_line_options: &[String]) -> Vec<&str> {
+    command_line_options
+        .iter()
+        .map(String::as_str)
+        .filter(|option| !matches!(*option, "--resume" | "--device"))
+        .collect()
+}
+
+/// Runs `train`. `command_line_options` lists the options typed on the command line (see
+/// [`options_given_on_command_line`]), which a resumed run warns about.
+pub fn run(args: TrainArgs, command_line_options: &[String]) -> Result<ExitCode, String> {
     let (mut job, resume) = match &args.resume {
         Some(run_dir) => {
             if !run_dir.join(singan::singan::run::MODEL_FILE).exists() {
@@ -312,6 +336,14 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
                     "--resume {}: no model.safetensors there; pass a run folder that `singan train` created",
                     run_dir.display()
                 ));
+            }
+            let ignored = ignored_on_resume(command_line_options);
+            if !ignored.is_empty() {
+                eprintln!(
+                    "warning: ignoring {} because --resume continues with the settings saved in {}",
+                    ignored.join(", "),
+                    run_dir.display()
+                );
             }
             let job = TrainJob {
                 config: TrainConfig::default(),
@@ -446,7 +478,40 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{timestamp, unused_run_name};
+    use super::{
+        ignored_on_resume, options_given_on_command_line, timestamp, unused_run_name, TrainArgs,
+    };
+    use clap::Args;
+
+    fn command_line_options(arguments: &[&str]) -> Vec<String> {
+        let matches = TrainArgs::augment_args(clap::Command::new("train"))
+            .try_get_matches_from(std::iter::once("train").chain(arguments.iter().copied()))
+            .unwrap();
+        options_given_on_command_line(&matches)
+    }
+
+    #[test]
+    fn command_line_options_skip_defaults() {
+        assert!(command_line_options(&[]).is_empty());
+        assert!(command_line_options(&["picture.png"]).is_empty());
+        assert_eq!(
+            command_line_options(&["--lr", "0.001", "--min-size", "20", "--penalty-weight", "0"]),
+            ["--min-size", "--lr", "--penalty-weight"]
+        );
+        // A default typed out counts, because the user asked for that value.
+        assert_eq!(
+            command_line_options(&["--num-steps", "4000"]),
+            ["--num-steps"]
+        );
+    }
+
+    #[test]
+    fn resume_keeps_device_option() {
+        let options =
+            command_line_options(&["--resume", "run", "--device", "cpu", "--gamma", "0.5"]);
+        assert_eq!(options, ["--gamma", "--resume", "--device"]);
+        assert_eq!(ignored_on_resume(&options), ["--gamma"]);
+    }
 
     #[test]
     fn run_name_skips_existing_folders() {

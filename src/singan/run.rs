@@ -172,6 +172,33 @@ pub fn model_path(run: &Path) -> PathBuf {
     }
 }
 
+/// Returns the name of the image format that `bytes` start with, for the formats a user is
+/// likely to pass by mistake: the PNG and JPEG inputs and the GIF that `singan animate` writes.
+fn image_format_name(bytes: &[u8]) -> Option<&'static str> {
+    match image::guess_format(bytes).ok()? {
+        image::ImageFormat::Png => Some("PNG"),
+        image::ImageFormat::Jpeg => Some("JPEG"),
+        image::ImageFormat::Gif => Some("GIF"),
+        _ => None,
+    }
+}
+
+/// Builds the error for an image file passed where a trained model is expected. The hint to
+/// train on the image is left out for a GIF, which `singan train` does not read.
+fn image_instead_of_model(path: &Path, format: &str) -> Error {
+    let path = path.display();
+    let mut message = format!(
+        "{path} is a {format} image, not a trained model. Pass the run folder that \
+         `singan train` created or the model.safetensors file in it"
+    );
+    if format != "GIF" {
+        message.push_str(&format!(
+            ", or train a model on this image with `singan train {path}`"
+        ));
+    }
+    Error::Message(message)
+}
+
 /// Loads a model from a run folder (or a model file) into host memory; see
 /// [`Model::to_device`].
 pub fn load_model<T: Element>(run: &Path) -> Result<Model<T>> {
@@ -182,7 +209,14 @@ pub fn load_model<T: Element>(run: &Path) -> Result<Model<T>> {
             "no trained model here; pass the run folder that `singan train` printed",
         ));
     }
-    let file = FixtureFile::open(&path)?;
+    let bytes = std::fs::read(&path)
+        .map_err(|e| Error::file(&path, format!("cannot read the file: {e}")))?;
+    let file = FixtureFile::from_bytes(&path, &bytes).map_err(|error| {
+        match image_format_name(&bytes) {
+            Some(format) => image_instead_of_model(&path, format),
+            None => error,
+        }
+    })?;
     let raw = file.metadata.get("singan").ok_or_else(|| {
         Error::file(
             &path,

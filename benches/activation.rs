@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::{print_memory_header, run_like_the_binary, time_memory_ops, MemoryOp};
+use common::{
+    print_memory_header, require_cpu_device, run_like_the_binary, time_memory_ops, MemoryOp,
+};
 
 use singan::gradcheck::SeededNormal;
 use singan::{grad, Var};
@@ -63,6 +65,7 @@ fn verify_once() {
 }
 
 fn main() {
+    require_cpu_device("activation");
     run_like_the_binary(run);
 }
 

@@ -47,6 +47,25 @@ pub const MEMORY_RUNS: Runs = Runs {
     budget: Duration::from_secs(2),
 };
 
+/// Exits with an error when the command line requests a device other than the CPU, which the
+/// memory-bound benches do not support.
+#[allow(dead_code)]
+pub fn require_cpu_device(bench: &str) {
+    let args: Vec<String> = std::env::args().collect();
+    let requested = args
+        .iter()
+        .position(|arg| arg == "--device")
+        .map(|index| args.get(index + 1).map_or("", String::as_str));
+    if let Some(device) = requested.filter(|&device| device != "cpu") {
+        eprintln!(
+            "error: --device {device:?}: the {bench} bench runs on the CPU only; \
+             `cargo bench --bench conv2d -- --device cuda` and `singan bench iteration \
+             --device cuda` time the GPU"
+        );
+        std::process::exit(2);
+    }
+}
+
 /// Prints the device line and the column header of a memory-bound bench.
 #[allow(dead_code)]
 pub fn print_memory_header() {

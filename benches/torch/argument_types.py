@@ -20,3 +20,16 @@ def parse_scales(text):
             )
         scales.append(int(item))
     return scales
+
+
+def positive_int(text):
+    """Parse a whole number of at least 1, for counts such as --steps and --threads."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: expected a whole number of at least 1"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {value}: must be at least 1")
+    return value

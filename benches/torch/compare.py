@@ -28,7 +28,7 @@ import sys
 import time
 import warnings
 
-from argument_types import parse_scales
+from argument_types import parse_scales, positive_int
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPOSITORY = os.path.dirname(os.path.dirname(HERE))
@@ -45,7 +45,13 @@ TOTAL_TARGET = 0.7
 
 def run(command, env=None):
     """Run a command and return its stdout; exit with its output when it fails."""
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+    except OSError as error:
+        sys.exit(
+            f"cannot run {command[0]}: {error.strerror}; pass the singan binary that "
+            "`cargo build --release` writes to target/release/singan"
+        )
     if result.returncode != 0:
         sys.exit(
             f"command failed with status {result.returncode}: {' '.join(command)}\n"
@@ -126,11 +132,11 @@ def parse_args(argv):
     )
 
     parser.add_argument(
-        "--steps", type=int, default=5, help="timed iterations per scale (default: %(default)s)"
+        "--steps", type=positive_int, default=5, help="timed iterations per scale (default: %(default)s)"
     )
     parser.add_argument(
         "--repeats",
-        type=int,
+        type=positive_int,
         default=1,
         help="runs of each program, alternating; each scale reports the median of the runs "
         "(default: %(default)s)",
@@ -142,7 +148,7 @@ def parse_args(argv):
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         help="threads for both programs (default: rayon's and torch's defaults, which are "
         "both the number of logical CPUs; ours receives it as RAYON_NUM_THREADS)",
     )
@@ -166,13 +172,13 @@ def parse_args(argv):
 
     parser.add_argument(
         "--peak-size",
-        type=int,
+        type=positive_int,
         default=4096,
         help="matrix side of the matmul peak (default: %(default)s)",
     )
     parser.add_argument(
         "--peak-repeats",
-        type=int,
+        type=positive_int,
         default=5,
         help="timed matmuls for the peak, both before and after the iteration runs "
         "(default: %(default)s)",
@@ -182,12 +188,13 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
-    if min(args.steps, args.repeats, args.peak_repeats, args.peak_size) < 1:
-        sys.exit("--steps, --repeats, --peak-repeats and --peak-size must be at least 1")
-    if args.threads is not None and args.threads < 1:
-        sys.exit(f"--threads must be at least 1, got {args.threads}")
     if not os.path.isfile(args.singan):
         sys.exit(f"singan binary not found at {args.singan}; run `cargo build --release`")
+    if not os.access(args.singan, os.X_OK):
+        sys.exit(
+            f"--singan {args.singan} is not executable; pass the singan binary that "
+            "`cargo build --release` writes to target/release/singan"
+        )
     torch = import_torch()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -25,7 +25,7 @@ import time
 import warnings
 import zlib
 
-from argument_types import parse_scales
+from argument_types import parse_scales, positive_int
 
 
 def exit_interrupted():
@@ -470,11 +470,11 @@ def parse_args(argv):
         help="scales to time, as a comma-separated list such as 0,1,9 (default: all)",
     )
     parser.add_argument(
-        "--steps", type=int, default=5, help="timed iterations per scale (default: %(default)s)"
+        "--steps", type=positive_int, default=5, help="timed iterations per scale (default: %(default)s)"
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         help="CPU threads, passed to torch.set_num_threads (default: torch's own default)",
     )
     parser.add_argument(
@@ -491,11 +491,7 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
-    if args.steps < 1:
-        sys.exit("--steps must be at least 1")
     if args.threads is not None:
-        if args.threads < 1:
-            sys.exit(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

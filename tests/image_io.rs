@@ -618,7 +618,10 @@ fn truncated_jpeg_error() {
     let path = dir.path("truncated.jpg");
     std::fs::write(&path, &bytes[..20]).unwrap();
     let error = load_image(&path, AlphaBackground::White).unwrap_err();
-    assert!(matches!(error, ImageIoError::Decode { .. }), "{error}");
+    assert!(
+        matches!(error, ImageIoError::TruncatedJpeg { .. }),
+        "{error}"
+    );
 }
 
 #[test]

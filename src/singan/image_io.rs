@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Cursor, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -57,6 +57,13 @@ pub enum ImageIoError {
         #[source]
         source: image::ImageError,
     },
+
+    #[error(
+        "image file {} is a truncated or corrupt JPEG: {reason}; copy or export the \
+         complete file again",
+        path.display()
+    )]
+    TruncatedJpeg { path: PathBuf, reason: String },
 
     #[error(
         "image file {} is {height}x{width} ({megapixels:.0} megapixels), above the limit of \
@@ -172,7 +179,8 @@ pub enum AlphaBackground {
 /// Loads a PNG or JPEG file as RGB planes in [-1, 1].
 ///
 /// The format is detected from the file content, not the extension. 8- and 16-bit grey, grey
-/// with alpha, RGB, RGBA and palette PNGs are accepted, and so are JPEGs. An EXIF orientation
+/// with alpha, RGB, RGBA and palette PNGs are accepted, and so are JPEGs. A JPEG without an
+/// end-of-image marker after its last scan is rejected as truncated. An EXIF orientation
 /// tag is applied, so the planes are upright. A pixel with alpha a in [0, 1] is composited as
 /// `a * colour + (1 - a) * background` before the mapping to [-1, 1], and the composite is not
 /// rounded to an integer.
@@ -185,12 +193,12 @@ pub fn load_image(
     Ok(dynamic_to_planes(&image, background))
 }
 
-/// Decodes `path` with the EXIF orientation applied.
 /// Largest image that [`load_image`] decodes, in millions of pixels. Decoding and converting
 /// to float planes takes about 20 bytes per pixel, so this caps that step near 2 GB; a
 /// 30000x30000 image would have needed 16 GB before being resized to a few hundred pixels.
 pub const MAX_MEGAPIXELS: u64 = 100;
 
+/// Decodes `path` with the EXIF orientation applied.
 fn decode_upright(path: &Path) -> Result<DynamicImage, ImageIoError> {
     let file = File::open(path).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
@@ -219,21 +227,42 @@ fn decode_upright(path: &Path) -> Result<DynamicImage, ImageIoError> {
         .with_guessed_format()
         .map_err(read_error)?;
     match reader.format() {
-        Some(ImageFormat::Png | ImageFormat::Jpeg) => {}
-        Some(other) => {
-            return Err(ImageIoError::UnsupportedFormat {
-                path: path.to_path_buf(),
-                format: format!("{other:?}"),
-            })
+        Some(ImageFormat::Png) => decode_reader(path, reader),
+        Some(ImageFormat::Jpeg) => {
+            // The JPEG decoder of the image crate reads the whole file into memory as well.
+            let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+            reader
+                .into_inner()
+                .read_to_end(&mut bytes)
+                .map_err(read_error)?;
+            if let Some(reason) = jpeg_truncation(&bytes) {
+                return Err(ImageIoError::TruncatedJpeg {
+                    path: path.to_path_buf(),
+                    reason,
+                });
+            }
+            decode_reader(
+                path,
+                ImageReader::with_format(Cursor::new(bytes), ImageFormat::Jpeg),
+            )
         }
-        None => {
-            return Err(ImageIoError::UnsupportedFormat {
-                path: path.to_path_buf(),
-                format: "unknown (no PNG or JPEG signature)".to_string(),
-            })
-        }
+        Some(other) => Err(ImageIoError::UnsupportedFormat {
+            path: path.to_path_buf(),
+            format: format!("{other:?}"),
+        }),
+        None => Err(ImageIoError::UnsupportedFormat {
+            path: path.to_path_buf(),
+            format: "unknown (no PNG or JPEG signature)".to_string(),
+        }),
     }
+}
 
+/// Decodes the image in `reader`, whose format is already set, with the EXIF orientation
+/// applied. `path` only names the file in errors.
+fn decode_reader<R: BufRead + Seek>(
+    path: &Path,
+    reader: ImageReader<R>,
+) -> Result<DynamicImage, ImageIoError> {
     let decode_error = |source| ImageIoError::Decode {
         path: path.to_path_buf(),
         source,
@@ -261,6 +290,103 @@ fn decode_upright(path: &Path) -> Result<DynamicImage, ImageIoError> {
         });
     }
     Ok(image)
+}
+
+/// Finds where a JPEG stream ends early. Returns `None` when the walk reaches the
+/// end-of-image marker (0xFF 0xD9), which in a complete file follows the last scan, and
+/// otherwise a description of where the data stops.
+///
+/// The image crate (0.25.10) runs zune-jpeg (0.5) with strict mode off. A cut baseline JPEG
+/// then decodes without an error, with grey (128) in place of the missing blocks, so the
+/// check has to happen here. It walks the marker segments by their declared lengths, so the
+/// markers of an EXIF thumbnail inside an APP1 segment are skipped. Inside the compressed
+/// data of a scan, 0xFF is followed by 0x00 (a stuffed byte), a restart marker 0xD0 to 0xD7
+/// or fill bytes 0xFF, and any other byte starts the next marker. Bytes after the
+/// end-of-image marker are ignored, and so are stray bytes between segments, which decoders
+/// skip as well.
+fn jpeg_truncation(bytes: &[u8]) -> Option<String> {
+    const END_OF_IMAGE: u8 = 0xD9;
+    const START_OF_SCAN: u8 = 0xDA;
+    let end = bytes.len();
+    let missing_end = |context: String| {
+        Some(format!(
+            "the data ends at byte {end} {context}, before the end-of-image marker (0xFF 0xD9)"
+        ))
+    };
+
+    // The caller detected the format from the start-of-image marker 0xFF 0xD8.
+    let mut position = 2;
+    let mut scans = 0usize;
+    loop {
+        // Skip stray bytes, then the fill bytes 0xFF, to the marker code.
+        while position < end && bytes[position] != 0xFF {
+            position += 1;
+        }
+        while position < end && bytes[position] == 0xFF {
+            position += 1;
+        }
+        if position >= end {
+            return missing_end("between marker segments".to_string());
+        }
+        let marker_offset = position - 1;
+        let code = bytes[position];
+        position += 1;
+
+        match code {
+            END_OF_IMAGE => return None,
+            // These codes have no segment. 0x00 is a stray stuffed byte, 0x01 is TEM, 0xD0 to
+            // 0xD7 are restart markers and 0xD8 is a repeated start of image.
+            0x00 | 0x01 | 0xD0..=0xD8 => continue,
+            _ => {}
+        }
+
+        if position + 2 > end {
+            return missing_end(format!(
+                "inside the length of marker 0xFF{code:02X} at byte {marker_offset}"
+            ));
+        }
+        let length = usize::from(u16::from_be_bytes([bytes[position], bytes[position + 1]]));
+        if length < 2 {
+            return Some(format!(
+                "marker 0xFF{code:02X} at byte {marker_offset} has segment length {length}, \
+                 below the minimum of 2"
+            ));
+        }
+        if position + length > end {
+            return missing_end(format!(
+                "inside the {length}-byte segment of marker 0xFF{code:02X} at byte \
+                 {marker_offset}"
+            ));
+        }
+        position += length;
+
+        if code == START_OF_SCAN {
+            scans += 1;
+            match next_marker_after_scan(bytes, position) {
+                Some(marker) => position = marker,
+                None => {
+                    return missing_end(format!("inside the compressed data of scan {scans}"));
+                }
+            }
+        }
+    }
+}
+
+/// Returns the offset of the 0xFF that starts the first marker at or after `position` in the
+/// compressed data of a scan, or `None` when the data ends first.
+fn next_marker_after_scan(bytes: &[u8], mut position: usize) -> Option<usize> {
+    loop {
+        let offset = position
+            + bytes
+                .get(position..)?
+                .iter()
+                .position(|&byte| byte == 0xFF)?;
+        match bytes.get(offset + 1)? {
+            // A stuffed zero byte, a restart marker or a fill byte does not end the scan.
+            0x00 | 0xD0..=0xD7 | 0xFF => position = offset + 1,
+            _ => return Some(offset),
+        }
+    }
 }
 
 /// Converts a decoded image to RGB planes in [-1, 1], compositing alpha over `background`.
@@ -746,4 +872,84 @@ pub fn normalize_min_max(values: &[f64]) -> Vec<f32> {
         .iter()
         .map(|&value| ((value - min) / (max - min)) as f32)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jpeg_truncation;
+
+    const START: [u8; 2] = [0xFF, 0xD8];
+    const END: [u8; 2] = [0xFF, 0xD9];
+
+    /// Builds a marker segment: 0xFF, `code`, the big-endian length and `payload`.
+    fn segment(code: u8, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![0xFF, code];
+        bytes.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    fn stream(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    #[test]
+    fn scan_escapes_skipped() {
+        // Stuffed bytes, restart markers and fill bytes inside the compressed data.
+        let data = [0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56, 0xFF, 0xFF, 0xD9];
+        let bytes = stream(&[&START, &segment(0xDA, &[1, 2, 3]), &data]);
+        assert_eq!(jpeg_truncation(&bytes), None);
+        let cut = &bytes[..bytes.len() - 1];
+        let reason = jpeg_truncation(cut).expect("missing end marker");
+        assert!(reason.contains("scan 1"), "{reason}");
+    }
+
+    #[test]
+    fn end_marker_in_segment_ignored() {
+        let app = segment(0xE1, &[0xFF, 0xD8, 0xFF, 0xDA, 0xFF, 0xD9]);
+        let scan = segment(0xDA, &[1, 2, 3]);
+        let complete = stream(&[&START, &app, &scan, &[0x55, 0x66], &END]);
+        assert_eq!(jpeg_truncation(&complete), None);
+        let cut = stream(&[&START, &app, &scan, &[0x55, 0x66]]);
+        assert!(jpeg_truncation(&cut).is_some());
+        let cut_after_app = stream(&[&START, &app]);
+        assert!(jpeg_truncation(&cut_after_app).is_some());
+    }
+
+    #[test]
+    fn later_scans_followed() {
+        let scan = segment(0xDA, &[1, 2, 3]);
+        let table = segment(0xC4, &[0xFF, 0xD9, 0x00]);
+        let bytes = stream(&[&START, &scan, &[0x01], &table, &scan, &[0x02], &END]);
+        assert_eq!(jpeg_truncation(&bytes), None);
+        let cut = &bytes[..bytes.len() - 2];
+        let reason = jpeg_truncation(cut).expect("missing end marker");
+        assert!(reason.contains("scan 2"), "{reason}");
+    }
+
+    #[test]
+    fn stray_bytes_and_trailing_data_accepted() {
+        let scan = segment(0xDA, &[1, 2, 3]);
+        let bytes = stream(&[
+            &START,
+            &[0x00, 0x11],
+            &scan,
+            &[0x22],
+            &END,
+            &[0xFF, 0xDA, 0x00],
+        ]);
+        assert_eq!(jpeg_truncation(&bytes), None);
+    }
+
+    #[test]
+    fn cut_segment_header_reported() {
+        let whole = stream(&[&START, &segment(0xE0, &[0; 14])]);
+        let reason = jpeg_truncation(&whole[..5]).expect("cut length");
+        assert!(reason.contains("length of marker 0xFFE0"), "{reason}");
+        let reason = jpeg_truncation(&whole[..10]).expect("cut payload");
+        assert!(
+            reason.contains("16-byte segment of marker 0xFFE0 at byte 2"),
+            "{reason}"
+        );
+    }
 }

@@ -19,6 +19,11 @@
 //! are sensitive to it: for a 188x250 image, `188 * r^9` is 25.00000000000001, so the coarsest
 //! height is 26. Every size comes from [`imresize::output_size`], the function that the resize
 //! itself uses, so a resized image always has the size in the table.
+//!
+//! A table may repeat a size: r = 1 (`min(H1, W1) = min_size`) gives one size at every scale,
+//! and r just below 1 can round a step away. Such a table is valid but pointless, because the
+//! repeated scales train nothing new. [`Pyramid::repeated_scale`] finds the first repeat, and
+//! the `--min-size` and `--max-size` values that errors suggest never give one.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -147,9 +152,10 @@ pub enum PyramidError {
     EmptyImage { height: usize, width: usize },
 
     #[error(
-        "image {height}x{width} has too few scales: stop_scale is {stop_scale} with min_size \
-         {min_size}, max_size {max_size} and scale_factor_init {scale_factor_init}, but it \
-         must be at least 1; {suggestion}"
+        "image {height}x{width} leaves no room for a pyramid: with scale_factor_init \
+         {scale_factor_init}, the steps that take its shorter side down to min_size {min_size} \
+         are no more than the steps that shrink its longer side to max_size {max_size}, so \
+         fewer than 2 scales remain; {suggestion}"
     )]
     TooFewScales {
         height: usize,
@@ -162,9 +168,9 @@ pub enum PyramidError {
     },
 
     #[error(
-        "image {height}x{width} resized to {resized_height}x{resized_width} for max_size \
-         {max_size} has a shorter side below min_size {min_size}, so the per-scale factor \
-         would exceed 1; {suggestion}"
+        "image {height}x{width}{} has a shorter side below min_size {min_size}, so the \
+         per-scale factor would exceed 1; {suggestion}",
+        resize_clause((*.height, *.width), (*.resized_height, *.resized_width), *.max_size)
     )]
     ResizedBelowMinSize {
         height: usize,
@@ -220,6 +226,19 @@ pub enum PyramidError {
     Resize(#[from] ResizeError),
 }
 
+/// Describes the resize of an image of `size` to `resized` for `max_size`, or nothing when the
+/// image kept its size.
+fn resize_clause(size: Size, resized: Size, max_size: usize) -> String {
+    if size == resized {
+        String::new()
+    } else {
+        format!(
+            " resized to {}x{} for max_size {max_size}",
+            resized.0, resized.1
+        )
+    }
+}
+
 impl PyramidError {
     fn set_suggestion(&mut self, value: SizeSuggestion) {
         match self {
@@ -271,7 +290,7 @@ impl Pyramid {
     /// Computes the pyramid of an image of `input_size` and checks that it can be trained:
     /// `stop_first >= 1`, `min(H1, W1) >= min_size`, and every scale side at least
     /// [`PyramidConfig::min_scale_side`]. A rejection suggests a `--min-size` or `--max-size`
-    /// value that passes these checks.
+    /// value that passes these checks and gives a table without repeated sizes.
     pub fn new(input_size: Size, config: &PyramidConfig) -> Result<Self, PyramidError> {
         match Self::compute(input_size, config, true) {
             Ok(pyramid) => Ok(pyramid),
@@ -399,6 +418,16 @@ impl Pyramid {
             }
         }
         Ok(())
+    }
+
+    /// Returns the first scale `k` that is not smaller than scale `k + 1` in both height and
+    /// width, or `None` when every scale shrinks. A repeated size comes from r = 1
+    /// (`min(H1, W1) = min_size`) or from r so close to 1 that rounding up cancels a step.
+    /// Training accepts such a table, but the repeated scale adds no detail.
+    pub fn repeated_scale(&self) -> Option<usize> {
+        self.sizes
+            .windows(2)
+            .position(|pair| pair[0].0 >= pair[1].0 || pair[0].1 >= pair[1].1)
     }
 
     /// Number of scales, N + 1.
@@ -574,7 +603,8 @@ impl UpsamplePlan {
 }
 
 /// Finds the `min_size` and `max_size` values closest to the current ones for which
-/// [`Pyramid::new`] accepts `input_size`, changing one setting at a time.
+/// [`Pyramid::new`] accepts `input_size` with a table that repeats no size, changing one
+/// setting at a time.
 ///
 /// `min_size` above the shorter image side can never work, and every `max_size` at or above
 /// the longer side behaves like the longer side, so the search covers `1..=shorter side` and
@@ -582,7 +612,10 @@ impl UpsamplePlan {
 fn suggest_sizes(input_size: Size, config: &PyramidConfig) -> SizeSuggestion {
     let short_side = input_size.0.min(input_size.1);
     let long_side = input_size.0.max(input_size.1);
-    let accepts = |candidate: &PyramidConfig| Pyramid::compute(input_size, candidate, true).is_ok();
+    let accepts = |candidate: &PyramidConfig| {
+        Pyramid::compute(input_size, candidate, true)
+            .is_ok_and(|pyramid| pyramid.repeated_scale().is_none())
+    };
 
     let min_size = nearest_accepted(config.min_size, short_side, |value| {
         accepts(&PyramidConfig {

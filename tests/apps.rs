@@ -2,7 +2,7 @@
 //! here, through the binary and the library, with every image made by the tests.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
@@ -589,6 +589,36 @@ fn sr_output_sizes() {
 }
 
 #[test]
+fn sr_output_limit_is_inclusive() {
+    // 64 x 256 is exactly the limit of 16384 pixels per side, which is allowed.
+    let plan = SrPlan::new(256.0).unwrap();
+    assert_eq!(plan.checked_output_size((64, 64)).unwrap(), (16384, 16384));
+    assert_eq!(plan.checked_output_size((48, 64)).unwrap(), (12288, 16384));
+
+    let plan = SrPlan::new(256.5).unwrap();
+    let error = plan.checked_output_size((64, 64)).unwrap_err().to_string();
+    assert!(error.contains("16416x16416"), "{error}");
+    assert!(
+        error.contains("over the limit of 16384 pixels per side"),
+        "{error}"
+    );
+    assert!(error.contains("at most 256 "), "{error}");
+
+    // The suggested factor is rounded down, so it passes the check.
+    let plan = SrPlan::new(100.0).unwrap();
+    let error = plan
+        .checked_output_size((250, 188))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("at most 65.536 "), "{error}");
+    let suggested = SrPlan::new(65.536).unwrap();
+    assert_eq!(
+        suggested.checked_output_size((250, 188)).unwrap(),
+        (16384, 12320)
+    );
+}
+
+#[test]
 fn sr_from_run_dir() {
     let out = temp_dir("sr-run");
     let run = run_path();
@@ -676,6 +706,90 @@ fn sr_trains_from_image() {
         !dir.join("huge").exists(),
         "the rejected run created its folder"
     );
+}
+
+#[test]
+fn sr_rejects_save_outside_results_dir() {
+    let dir = temp_dir("sr-save");
+    let results = dir.join("results");
+    std::fs::create_dir_all(&results).unwrap();
+    scene(30, 24).save(dir.join("small.png")).unwrap();
+    let outside = dir.join("outside");
+    for name in ["", ".", "..", "../escaped", text(&outside), "a/b"] {
+        let error = singan_error(&[
+            "sr",
+            text(&dir.join("small.png")),
+            "--num-steps",
+            "1",
+            "--results-dir",
+            text(&results),
+            "--save",
+            name,
+        ]);
+        assert!(error.contains("plain folder name"), "{name:?}: {error}");
+        assert!(error.contains(&format!("{name:?}")), "{name:?}: {error}");
+    }
+    // Nothing was written: the results folder is still empty and nothing appeared beside it.
+    assert_eq!(std::fs::read_dir(&results).unwrap().count(), 0);
+    assert!(!dir.join("escaped").exists());
+    assert!(!outside.exists());
+}
+
+#[test]
+fn concurrent_sr_runs_get_own_folders() {
+    let dir = temp_dir("sr-concurrent");
+    let image = dir.join("small.png");
+    scene(30, 24).save(&image).unwrap();
+    let results = dir.join("results");
+    let args = [
+        "sr",
+        text(&image),
+        "--num-steps",
+        "1",
+        "--max-features",
+        "8",
+        "--min-features",
+        "8",
+        "--results-dir",
+        text(&results),
+        "--device",
+        "cpu",
+    ];
+
+    // Started together, the runs get the same UTC start time unless a second boundary falls
+    // between them, so their folder names collide without -2, -3 appended.
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_singan"))
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    let folders: Vec<PathBuf> = std::fs::read_dir(&results)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(folders.len(), 3, "{folders:?}");
+    for folder in &folders {
+        assert!(folder.join("model.safetensors").is_file(), "{folder:?}");
+        assert!(
+            folder.join("sr").join("factor=4.png").is_file(),
+            "{folder:?}"
+        );
+    }
 }
 
 #[test]
@@ -1004,10 +1118,12 @@ fn photo_harmonize_and_sr() {
 #[test]
 #[ignore = "writes the demo inputs; run it by name with --ignored"]
 fn write_demo_inputs() {
+    // Run by name, a missing photograph is a failure rather than a skip, because nothing
+    // would be written.
     let (Some(tree_path), Some(balloons_path)) =
         (shared_image("tree.png"), shared_image("balloons.png"))
     else {
-        return;
+        panic!("the demo inputs need the tree.png and balloons.png photographs (see above)");
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/apps-demo");
     std::fs::create_dir_all(&dir).unwrap();

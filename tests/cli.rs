@@ -170,21 +170,18 @@ fn bench_iteration_rejects_bad_options() {
 
 /// A pyramid error suggests an option, and `bench iteration` takes that option.
 #[test]
-fn bench_iteration_takes_suggested_min_size() {
-    let dir = std::env::temp_dir().join(format!("singan-cli-bench-{}", std::process::id()));
+fn repeated_scale_size_warns() {
+    // min_size equal to the shorter side of a 20x20 image gives two 20x20 scales.
+    let dir = std::env::temp_dir().join(format!("singan-cli-repeat-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("small.png");
     image::RgbImage::from_pixel(20, 20, image::Rgb([120, 90, 60]))
         .save(&path)
         .unwrap();
-    let path = path.to_str().unwrap();
-    let (code, stdout, stderr) = singan(&["bench", "iteration", path, "--device", "cpu"]);
-    assert_eq!(code, 2, "{stdout}{stderr}");
-    assert!(stderr.contains("try --min-size 20"), "{stderr}");
     let args = [
         "bench",
         "iteration",
-        path,
+        path.to_str().unwrap(),
         "--device",
         "cpu",
         "--min-size",
@@ -196,6 +193,40 @@ fn bench_iteration_takes_suggested_min_size() {
     ];
     let (code, stdout, stderr) = singan(&args);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("20x20"), "{stdout}");
+    assert!(
+        stderr.contains("warning: scale 0 (20x20) is not smaller than scale 1 (20x20)"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bench_iteration_takes_suggested_min_size() {
+    let dir = std::env::temp_dir().join(format!("singan-cli-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("small.png");
+    image::RgbImage::from_pixel(20, 20, image::Rgb([120, 90, 60]))
+        .save(&path)
+        .unwrap();
+    let path = path.to_str().unwrap();
+    let (code, stdout, stderr) = singan(&["bench", "iteration", path, "--device", "cpu"]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains("try --min-size 18"), "{stderr}");
+    let args = [
+        "bench",
+        "iteration",
+        path,
+        "--device",
+        "cpu",
+        "--min-size",
+        "18",
+        "--scales",
+        "0",
+        "--steps",
+        "1",
+    ];
+    let (code, stdout, stderr) = singan(&args);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("18x18"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

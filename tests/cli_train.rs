@@ -1,7 +1,7 @@
 //! The `train` and `sample` commands as a user runs them, with images the tests write.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 
 fn singan(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_singan"))
@@ -201,6 +201,356 @@ fn invalid_options_are_rejected() {
     let (code, _, stderr) = singan(&["train", "--resume", "/nonexistent/run"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--resume"), "{stderr}");
+}
+
+#[test]
+fn scale_factor_init_message_is_shared() {
+    for value in ["0", "1.5", "1", "-0.5"] {
+        let (code, _, stderr) = singan(&["train", "--scale-factor-init", value]);
+        assert_eq!(code, 2, "{value}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{value} must be strictly between 0 and 1, such as 0.75"
+            )),
+            "{value}: {stderr}"
+        );
+        let (code, _, stderr) = singan(&["bench", "iteration", "--scale-factor-init", value]);
+        assert_eq!(code, 2, "{value}: {stderr}");
+        assert!(
+            stderr.contains("must be strictly between 0 and 1"),
+            "{value}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn negative_seed_of_sample_is_explained() {
+    for command in ["sample", "animate", "sr"] {
+        let (code, _, stderr) = singan(&[command, "/nonexistent/run", "--seed", "-1"]);
+        assert_eq!(code, 2, "{command}: {stderr}");
+        assert!(stderr.contains("-1 is negative"), "{command}: {stderr}");
+        assert!(
+            stderr.contains("only `singan train` takes -1"),
+            "{command}: {stderr}"
+        );
+        assert!(!stderr.contains("tip:"), "{command}: {stderr}");
+    }
+}
+
+#[test]
+fn train_save_name_must_be_plain() {
+    let dir = temp_dir("save-names");
+    let results = dir.join("results");
+    let outside = dir.join("outside");
+    for name in [
+        "",
+        ".",
+        "..",
+        "../escaped",
+        outside.to_str().unwrap(),
+        "a/b",
+    ] {
+        let (code, _, stderr) = singan(&[
+            "train",
+            "--results-dir",
+            results.to_str().unwrap(),
+            "--save",
+            name,
+        ]);
+        assert_eq!(code, 2, "{name:?}: {stderr}");
+        assert!(stderr.contains("plain folder name"), "{name:?}: {stderr}");
+    }
+    assert!(!results.exists());
+    assert!(!outside.exists());
+    assert!(!dir.join("escaped").exists());
+}
+
+/// Runs the binary with stdout (`close_stdout`) or stderr closed before it writes anything,
+/// as `singan ... | head -0` would, and returns what it wrote to the other stream.
+fn singan_with_closed_pipe(args: &[&str], close_stdout: bool) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_singan"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if close_stdout {
+        drop(child.stdout.take());
+    } else {
+        drop(child.stderr.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Asserts that the process ended by SIGPIPE, as standard Unix tools do on a closed pipe, and
+/// not by a panic (status 101).
+#[cfg(unix)]
+fn assert_ended_by_sigpipe(output: &Output) {
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "status {:?}: {stderr}",
+        output.status
+    );
+}
+
+/// Lists the temporary files (`.NAME.PID.N.tmp`) that an interrupted atomic write leaves.
+fn temporary_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(temporary_files(&path));
+        } else if path.extension().is_some_and(|e| e == "tmp") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[cfg(unix)]
+#[test]
+fn closed_stdout_ends_sample_quietly() {
+    let dir = temp_dir("closed-stdout-sample");
+    let image = dir.join("input.png");
+    write_png(&image, 44, 36);
+    let results = dir.join("results");
+    assert_eq!(singan(&tiny_train_args(&image, &results)).0, 0);
+    let out = dir.join("samples");
+    let output = singan_with_closed_pipe(
+        &[
+            "sample",
+            results.join("run").to_str().unwrap(),
+            "--num-samples",
+            "5",
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        true,
+    );
+    assert_ended_by_sigpipe(&output);
+    // The first path line fails, after the first image is written in full, so the command
+    // stops before the fifth image.
+    let written: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(!written.is_empty());
+    assert!(written.len() < 5, "{written:?}");
+    for path in &written {
+        let image = image::open(path).unwrap();
+        assert_eq!((image.width(), image.height()), (44, 36), "{path:?}");
+    }
+    assert!(temporary_files(&out).is_empty());
+}
+
+#[cfg(unix)]
+#[test]
+fn closed_stdout_keeps_trained_model() {
+    let dir = temp_dir("closed-stdout-train");
+    let image = dir.join("input.png");
+    write_png(&image, 44, 36);
+    let results = dir.join("results");
+    let mut args = tiny_train_args(&image, &results);
+    args.extend(["--device", "cpu"]);
+    // `train` writes stdout only after the last scale is saved, for its closing table.
+    let output = singan_with_closed_pipe(&args, true);
+    assert_ended_by_sigpipe(&output);
+    let run = results.join("run");
+    let model = singan::singan::run::load_model::<f32>(&run).unwrap();
+    assert!(model.is_complete());
+    assert!(
+        temporary_files(&run).is_empty(),
+        "{:?}",
+        temporary_files(&run)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn closed_stderr_ends_train_quietly() {
+    let dir = temp_dir("closed-stderr-train");
+    let image = dir.join("input.png");
+    write_png(&image, 44, 36);
+    let results = dir.join("results");
+    let mut args = tiny_train_args(&image, &results);
+    args.extend(["--device", "cpu"]);
+    let output = singan_with_closed_pipe(&args, false);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "status {:?}",
+        output.status
+    );
+    assert!(output.stdout.is_empty());
+    if results.exists() {
+        assert!(temporary_files(&results).is_empty());
+    }
+}
+
+/// Writes what a training that stopped during scale 0 leaves: the log, the losses of the
+/// iterations run so far and the scale's image folder, but no model.
+fn write_stopped_run(run: &Path) {
+    std::fs::create_dir_all(run.join("s0")).unwrap();
+    std::fs::write(run.join("log.txt"), "configuration:\n{}\n").unwrap();
+    std::fs::write(
+        run.join("losses.jsonl"),
+        "{\"scale\":0,\"iteration\":0,\"lr\":0.0005,\"D\":0.5}\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn stopped_run_names_the_cause() {
+    let dir = temp_dir("stopped");
+    let results = dir.join("results");
+    let run = results.join("run");
+    write_stopped_run(&run);
+    let run_text = run.to_str().unwrap();
+
+    let (code, _, stderr) = singan(&["sample", run_text, "--device", "cpu"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("this run has no finished scale yet"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("stopped before the first scale was saved"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Train again with `singan train`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("no trained model here"), "{stderr}");
+
+    let (code, _, stderr) = singan(&["train", "--resume", run_text, "--device", "cpu"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--resume {run_text}: this run has no finished scale yet"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("no model.safetensors"), "{stderr}");
+
+    let (code, _, stderr) = singan(&["animate", run_text, "--device", "cpu"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("this run has no finished scale yet"),
+        "{stderr}"
+    );
+
+    // Training again under the same --save name says why the folder is in the way.
+    let (code, _, stderr) = singan(&[
+        "train",
+        "--results-dir",
+        results.to_str().unwrap(),
+        "--save",
+        "run",
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("stopped before its first scale was saved"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("remove the folder"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&run).unwrap().count(), 3);
+}
+
+/// Starts `count` copies of `singan` with `args` at the same time and waits for them all.
+fn singan_concurrently(args: &[&str], count: usize) -> Vec<Output> {
+    let children: Vec<_> = (0..count)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_singan"))
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect()
+}
+
+#[test]
+fn concurrent_trains_get_own_folders() {
+    let dir = temp_dir("concurrent");
+    let image = dir.join("input.png");
+    write_png(&image, 44, 36);
+    let results = dir.join("results");
+    let mut args = vec![
+        "train",
+        image.to_str().unwrap(),
+        "--results-dir",
+        results.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
+    args.extend(TINY);
+    for output in singan_concurrently(&args, 3) {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+    }
+    let folders: Vec<PathBuf> = std::fs::read_dir(&results)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(folders.len(), 3, "{folders:?}");
+    for folder in &folders {
+        let model = singan::singan::run::load_model::<f32>(folder).unwrap();
+        assert!(model.is_complete(), "{folder:?}");
+    }
+}
+
+#[test]
+fn random_seeds_differ_between_runs() {
+    // A results folder that is a file stops each run right after it prints its seed, before
+    // any training.
+    let dir = temp_dir("random-seed");
+    let blocker = dir.join("results");
+    std::fs::write(&blocker, b"").unwrap();
+    let args = [
+        "train",
+        "--results-dir",
+        blocker.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
+    let mut seeds = Vec::new();
+    for output in singan_concurrently(&args, 3) {
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("cannot create the results folder"),
+            "{stderr}"
+        );
+        let seed: u64 = stderr
+            .lines()
+            .find_map(|line| line.strip_prefix("seed: "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|seed| seed.parse().ok())
+            .unwrap_or_else(|| panic!("no seed line:\n{stderr}"));
+        assert!(seed <= 12_345, "{seed}");
+        seeds.push(seed);
+    }
+    // Three seeds drawn from 12346 values are all equal with probability below 1e-8, while
+    // seeds taken from the clock in seconds are equal for runs started together.
+    assert!(
+        seeds.iter().any(|&seed| seed != seeds[0]),
+        "three runs started together picked the same seed {seeds:?}"
+    );
 }
 
 #[test]

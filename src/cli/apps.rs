@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::train::{now_seconds, timestamp, ConsoleReporter};
-use super::{resolve_device, DeviceChoice};
+use super::run_folder::{check_new_run_name, create_run_folder};
+use super::train::{now_seconds, report_interrupt, timestamp, ConsoleReporter};
+use super::{parse_seed, resolve_device, DeviceChoice};
 use singan::rng::Rng;
 use singan::singan::apps::animate::{animate, check_fps, encode_gif, AnimationOptions};
 use singan::singan::apps::inject::{
@@ -29,7 +30,7 @@ use singan::singan::image_io::{
 };
 use singan::singan::imresize::Planes;
 use singan::singan::pyramid::Pyramid;
-use singan::singan::run::{load_model, Model, MODEL_FILE};
+use singan::singan::run::{load_model, Model};
 use singan::singan::train::{train, TrainJob};
 use singan::Device;
 
@@ -58,7 +59,7 @@ pub struct MaskedArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Random seed of the noise.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_seed, allow_negative_numbers = true)]
     pub seed: u64,
     /// Backend to run the ops on.
     #[arg(long, value_enum, default_value = "auto")]
@@ -90,7 +91,7 @@ pub struct PaintArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Random seed of the noise, the k-means seeding and the retraining.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_seed, allow_negative_numbers = true)]
     pub seed: u64,
     /// Backend to run the ops on.
     #[arg(long, value_enum, default_value = "auto")]
@@ -111,7 +112,7 @@ pub struct SrArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Random seed of the training and of the noise.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_seed, allow_negative_numbers = true)]
     pub seed: u64,
     /// Backend to run the ops on.
     #[arg(long, value_enum, default_value = "auto")]
@@ -147,7 +148,8 @@ pub struct SrTrainingArgs {
     /// Folder that the new run folder is created in [default: results].
     #[arg(long)]
     pub results_dir: Option<PathBuf>,
-    /// Name of the new run folder [default: the UTC start time, YYYY-MM-DD_HH-MM-SS].
+    /// Name of the new run folder, which must not exist yet [default: the UTC start time,
+    /// YYYY-MM-DD_HH-MM-SS, with -2, -3 and so on appended when a folder of that name exists].
     #[arg(long)]
     pub save: Option<String>,
 }
@@ -202,7 +204,7 @@ pub struct AnimateArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Random seed of the walk.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_seed, allow_negative_numbers = true)]
     pub seed: u64,
     /// Backend to run the ops on.
     #[arg(long, value_enum, default_value = "auto")]
@@ -392,6 +394,15 @@ fn train_for_sr(
     device: &Device,
 ) -> Result<Option<(Model<f32>, PathBuf)>, String> {
     let options = &args.training;
+    let results_dir = options
+        .results_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results"));
+    let trained_hint =
+        |run_dir: &Path| format!("upscale with that run: singan sr {}", run_dir.display());
+    if let Some(name) = &options.save {
+        check_new_run_name(&results_dir, name, &trained_hint)?;
+    }
     let config = TrainConfig {
         num_steps: options.num_steps.unwrap_or(4000),
         min_size: options.min_size.unwrap_or(SR_MIN_SIZE),
@@ -412,23 +423,6 @@ fn train_for_sr(
     // Checks the output size before the training, which takes far longer than the check.
     plan.checked_output_size(pyramid.resized_size)
         .map_err(|e| e.to_string())?;
-    let results_dir = options
-        .results_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("results"));
-    let name = options
-        .save
-        .clone()
-        .unwrap_or_else(|| timestamp(now_seconds()));
-    let run_dir = results_dir.join(name);
-    if run_dir.join(MODEL_FILE).exists() {
-        return Err(format!(
-            "{} already holds a trained model; choose another --save name, or upscale with \
-             that run: singan sr {}",
-            run_dir.display(),
-            run_dir.display()
-        ));
-    }
     eprintln!(
         "training for super-resolution by {} ({} steps of {:.4}): scale factor {:.4}, min size \
          {}, reconstruction weight {}",
@@ -439,6 +433,12 @@ fn train_for_sr(
         config.min_size,
         config.reconstruction_weight
     );
+    let run_dir = create_run_folder(
+        &results_dir,
+        options.save.as_deref(),
+        &timestamp(now_seconds()),
+        &trained_hint,
+    )?;
     eprintln!("run folder: {}", run_dir.display());
     let job = TrainJob {
         config,
@@ -460,10 +460,8 @@ fn train_for_sr(
     match train(&job, false, &mut reporter, &stop) {
         Ok((model, _)) => Ok(Some((model, run_dir))),
         Err(singan::Error::Interrupted { finished, run_dir }) => {
-            eprintln!(
-                "interrupted: {finished} finished scales are saved in {run_dir}; continue with \
-                 `singan train --resume {run_dir}`, then run `singan sr {run_dir}`"
-            );
+            let then = format!(", then run `singan sr {run_dir}`");
+            report_interrupt(finished, &run_dir, &then);
             Ok(None)
         }
         Err(error) => Err(error.to_string()),

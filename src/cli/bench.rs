@@ -27,7 +27,7 @@ pub struct IterationArgs {
     /// Scales to time, as a comma-separated list such as 0,1,9 (default: all).
     #[arg(long, value_delimiter = ',', value_parser = parse_scale, allow_negative_numbers = true)]
     pub scales: Option<Vec<usize>>,
-    /// Timed iterations per scale, after one warm-up iteration.
+    /// Timed iterations per scale, from 1 to 1000000, after one warm-up iteration.
     #[arg(long, default_value_t = 5, value_parser = parse_steps, allow_negative_numbers = true)]
     pub steps: usize,
     #[command(flatten)]
@@ -80,6 +80,7 @@ pub fn run(command: BenchCommand) -> Result<ExitCode, String> {
     };
     let pyramid = Pyramid::new((image.height, image.width), &config.pyramid_config())
         .map_err(|e| e.to_string())?;
+    super::warn_if_scale_repeats(&pyramid);
     let mut scales = args
         .scales
         .clone()
@@ -126,4 +127,21 @@ pub fn run(command: BenchCommand) -> Result<ExitCode, String> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{IterationArgs, MAX_STEPS};
+    use clap::Args;
+
+    #[test]
+    fn steps_help_states_range() {
+        let command = IterationArgs::augment_args(clap::Command::new("iteration"));
+        let steps = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == "steps")
+            .expect("--steps is an option of bench iteration");
+        let help = steps.get_help().expect("--steps has help text").to_string();
+        assert!(help.contains(&format!("from 1 to {MAX_STEPS}")), "{help}");
+    }
 }

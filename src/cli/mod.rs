@@ -3,6 +3,7 @@
 mod apps;
 mod bench;
 mod check;
+mod run_folder;
 mod sample;
 mod train;
 
@@ -54,6 +55,25 @@ pub enum DeviceChoice {
     Cuda,
 }
 
+/// Parses the `--seed` of the commands other than `train`: a whole number from 0 to
+/// `u64::MAX`. A negative value gets its own message because `train` takes -1 for a random seed.
+pub fn parse_seed(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    match text.parse::<i128>() {
+        Ok(seed) if seed < 0 => Err(format!(
+            "{seed} is negative; pass a seed from 0 to {} (only `singan train` takes -1, to \
+             pick a random seed)",
+            u64::MAX
+        )),
+        Ok(seed) => u64::try_from(seed)
+            .map_err(|_| format!("{seed} is too large; pass a seed from 0 to {}", u64::MAX)),
+        Err(_) => Err(format!(
+            "{text:?} is not a seed; pass a whole number from 0 to {}",
+            u64::MAX
+        )),
+    }
+}
+
 /// Resolves `--device` to a backend, printing which one runs.
 ///
 /// `auto` picks GPU 0 when it opens and its kernel modules load, and the CPU otherwise, printing
@@ -81,6 +101,26 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<singan::Device, String> {
                 "--device cuda: no usable CUDA GPU: {reason}; use --device cpu to run on the CPU"
             )),
         },
+    }
+}
+
+/// Warns on stderr when a scale of `pyramid` is not smaller than the next finer one, which
+/// `min_size` at (or just below) the image's shorter side gives. The finer scale then trains
+/// on nearly the same image again.
+pub fn warn_if_scale_repeats(pyramid: &singan::singan::pyramid::Pyramid) {
+    if let Some(k) = pyramid.repeated_scale() {
+        let (coarse, finer) = (pyramid.sizes[k], pyramid.sizes[k + 1]);
+        eprintln!(
+            "warning: scale {k} ({}x{}) is not smaller than scale {} ({}x{}) in both sides, so \
+             scale {} adds little detail; a smaller --min-size gives a pyramid that shrinks at \
+             every scale",
+            coarse.0,
+            coarse.1,
+            k + 1,
+            finer.0,
+            finer.1,
+            k + 1
+        );
     }
 }
 

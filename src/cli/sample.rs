@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{resolve_device, DeviceChoice};
+use super::{parse_seed, resolve_device, DeviceChoice};
 use singan::rng::Rng;
 use singan::singan::cascade::tensor_to_planes;
 use singan::singan::image_io::save_png;
@@ -35,7 +35,7 @@ pub struct SampleArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Random seed of the samples.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_seed, allow_negative_numbers = true)]
     pub seed: u64,
     /// Backend to run the ops on.
     #[arg(long, value_enum, default_value = "auto")]

@@ -1,7 +1,9 @@
 //! `singan train`: learn a model from one image, coarse scale to fine.
 
+use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,14 +12,15 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::run_folder::{check_new_run_name, create_run_folder};
 use super::{resolve_device, DeviceChoice};
 use singan::singan::config::TrainConfig;
 use singan::singan::image_io::{load_image, AlphaBackground};
 use singan::singan::pyramid::PyramidRule;
+use singan::singan::run::{no_finished_scale_error, stopped_before_first_scale, MODEL_FILE};
 use singan::singan::sample_image::sample_image;
 use singan::singan::step::LossKind;
 use singan::singan::train::{train, Reporter, TrainJob};
-use singan::Device;
 
 /// The adversarial loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -44,9 +47,30 @@ pub struct PyramidArgs {
     /// Longer side of the finest scale, in pixels; larger images are resized down.
     #[arg(long, default_value_t = 250)]
     pub max_size: usize,
-    /// Initial per-scale resize factor, from which the number of scales follows.
-    #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
+    /// Initial per-scale resize factor, strictly between 0 and 1, from which the number of
+    /// scales follows.
+    #[arg(
+        long,
+        default_value_t = 0.75,
+        value_parser = parse_scale_factor_init,
+        allow_negative_numbers = true
+    )]
     pub scale_factor_init: f64,
+}
+
+/// Parses `--scale-factor-init`: a factor strictly between 0 and 1.
+fn parse_scale_factor_init(text: &str) -> Result<f64, String> {
+    let factor = text
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| format!("{text:?} is not a number; pass a factor such as 0.75"))?;
+    if factor > 0.0 && factor < 1.0 {
+        Ok(factor)
+    } else {
+        Err(format!(
+            "{factor} must be strictly between 0 and 1, such as 0.75"
+        ))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -117,7 +141,7 @@ pub struct TrainArgs {
     /// Zero padding of every convolution, in pixels.
     #[arg(long, default_value_t = 0)]
     pub padding: usize,
-    /// Random seed; -1 picks one in [0, 12345] and prints it.
+    /// Random seed; -1 picks a random seed in [0, 12345] and prints it.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub seed: i64,
     /// Iterations between progress lines.
@@ -129,8 +153,8 @@ pub struct TrainArgs {
     /// Folder that run folders are created in.
     #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
-    /// Name of the run folder (default: the UTC start time, YYYY-MM-DD_HH-MM-SS, with -2, -3 and
-    /// so on appended when a folder of that name exists).
+    /// Name of the run folder, which must not exist yet (default: the UTC start time,
+    /// YYYY-MM-DD_HH-MM-SS, with -2, -3 and so on appended when a folder of that name exists).
     #[arg(long)]
     pub save: Option<String>,
     /// Adversarial loss.
@@ -147,13 +171,15 @@ pub struct TrainArgs {
     pub device: DeviceChoice,
 }
 
-/// Returns `stem`, or `stem-2`, `stem-3` and so on, the first that names no existing entry in
-/// `results_dir`, so that two runs started in the same second get separate folders.
-fn unused_run_name(results_dir: &std::path::Path, stem: &str) -> String {
-    std::iter::once(stem.to_string())
-        .chain((2..).map(|index| format!("{stem}-{index}")))
-        .find(|name| !results_dir.join(name).exists())
-        .expect("an unbounded sequence of names has an unused one")
+/// Largest seed that `--seed -1` picks.
+const MAX_RANDOM_SEED: u64 = 12_345;
+
+/// Picks a seed in [0, MAX_RANDOM_SEED] that differs between processes, also between runs
+/// started in the same second.
+fn random_seed() -> u64 {
+    // std documents that `RandomState::new` is initialised with random keys, so the hash of a
+    // constant differs between processes.
+    RandomState::new().hash_one(0u8) % (MAX_RANDOM_SEED + 1)
 }
 
 /// Formats a UTC time as YYYY-MM-DD_HH-MM-SS.
@@ -204,7 +230,7 @@ impl TrainArgs {
             }
         }
         let seed = match self.seed {
-            -1 => now_seconds() % 12_346,
+            -1 => random_seed(),
             s if s < 0 => {
                 return Err(format!(
                     "--seed {s} must be -1 (random) or a non-negative integer"
@@ -326,103 +352,122 @@ fn ignored_on_resume(command_line_options: &[String]) -> Vec<&str> {
         .collect()
 }
 
+/// Checks that `--resume` names a run folder with a model file, warns about the options that
+/// the resumed run ignores and resolves the device. `train` reads the settings, image and
+/// state from the model file, so the job's other fields are placeholders.
+fn resume_job(
+    run_dir: &Path,
+    command_line_options: &[String],
+    device: DeviceChoice,
+) -> Result<TrainJob, String> {
+    if !run_dir.join(MODEL_FILE).exists() {
+        if stopped_before_first_scale(run_dir) {
+            return Err(format!("--resume {}", no_finished_scale_error(run_dir)));
+        }
+        return Err(format!(
+            "--resume {}: no model.safetensors there; pass a run folder that `singan train` created",
+            run_dir.display()
+        ));
+    }
+    let ignored = ignored_on_resume(command_line_options);
+    if !ignored.is_empty() {
+        eprintln!(
+            "warning: ignoring {} because --resume continues with the settings saved in {}",
+            ignored.join(", "),
+            run_dir.display()
+        );
+    }
+    eprintln!("resuming {} with its saved settings", run_dir.display());
+    Ok(TrainJob {
+        config: TrainConfig::default(),
+        image: singan::singan::imresize::Planes::filled(3, 1, 1, 0.0),
+        image_name: None,
+        run_dir: run_dir.to_path_buf(),
+        device: resolve_device(device)?,
+    })
+}
+
+/// Checks the options and the image of a new run, resolves the device and creates the run
+/// folder, in that order, so that a rejected run leaves nothing on disk and the cheap checks
+/// come before the device probe.
+fn new_job(args: &TrainArgs) -> Result<TrainJob, String> {
+    let config = args.config()?;
+    let trained_hint = |run_dir: &Path| format!("continue it with --resume {}", run_dir.display());
+    if let Some(name) = &args.save {
+        check_new_run_name(&args.results_dir, name, &trained_hint)?;
+    }
+    let (image, image_name) = match &args.image {
+        Some(path) => {
+            let background = match args.background {
+                BackgroundChoice::White => AlphaBackground::White,
+                BackgroundChoice::Black => AlphaBackground::Black,
+            };
+            let image = load_image(path, background).map_err(|e| e.to_string())?;
+            (image, Some(path.display().to_string()))
+        }
+        None => {
+            eprintln!("no image given: training on the built-in sample image");
+            (sample_image(), None)
+        }
+    };
+    let pyramid = singan::singan::pyramid::Pyramid::new(
+        (image.height, image.width),
+        &config.pyramid_config(),
+    )
+    .map_err(|e| match &image_name {
+        Some(path) => format!("{path}: {e}"),
+        None => e.to_string(),
+    })?;
+    super::warn_if_scale_repeats(&pyramid);
+
+    let device = resolve_device(args.device)?;
+    if args.seed == -1 {
+        eprintln!(
+            "seed: {} (pass --seed {} to repeat this run)",
+            config.seed, config.seed
+        );
+    }
+    let run_dir = create_run_folder(
+        &args.results_dir,
+        args.save.as_deref(),
+        &timestamp(now_seconds()),
+        &trained_hint,
+    )?;
+    Ok(TrainJob {
+        config,
+        image,
+        image_name,
+        run_dir,
+        device,
+    })
+}
+
+/// Prints how to go on after an interrupt that kept `finished` scales in `run_dir`.
+/// `then` is appended to the `--resume` advice, for commands that continue after the training.
+pub(super) fn report_interrupt(finished: usize, run_dir: &str, then: &str) {
+    if finished == 0 {
+        eprintln!(
+            "interrupted before the first scale finished, so {run_dir} contains no model to \
+             resume; train again to start over"
+        );
+    } else {
+        eprintln!(
+            "interrupted: {finished} finished scales are saved in {run_dir}; continue with \
+             `singan train --resume {run_dir}`{then}"
+        );
+    }
+}
+
 /// Runs `train`. `command_line_options` lists the options typed on the command line (see
 /// [`options_given_on_command_line`]), which a resumed run warns about.
 pub fn run(args: TrainArgs, command_line_options: &[String]) -> Result<ExitCode, String> {
-    let (mut job, resume) = match &args.resume {
-        Some(run_dir) => {
-            if !run_dir.join(singan::singan::run::MODEL_FILE).exists() {
-                return Err(format!(
-                    "--resume {}: no model.safetensors there; pass a run folder that `singan train` created",
-                    run_dir.display()
-                ));
-            }
-            let ignored = ignored_on_resume(command_line_options);
-            if !ignored.is_empty() {
-                eprintln!(
-                    "warning: ignoring {} because --resume continues with the settings saved in {}",
-                    ignored.join(", "),
-                    run_dir.display()
-                );
-            }
-            let job = TrainJob {
-                config: TrainConfig::default(),
-                image: singan::singan::imresize::Planes::filled(3, 1, 1, 0.0),
-                image_name: None,
-                run_dir: run_dir.clone(),
-                device: Device::Cpu,
-            };
-            eprintln!("resuming {} with its saved settings", run_dir.display());
-            (job, true)
-        }
-        None => {
-            let config = args.config()?;
-            let (image, image_name) = match &args.image {
-                Some(path) => {
-                    let background = match args.background {
-                        BackgroundChoice::White => AlphaBackground::White,
-                        BackgroundChoice::Black => AlphaBackground::Black,
-                    };
-                    let image = load_image(path, background).map_err(|e| e.to_string())?;
-                    (image, Some(path.display().to_string()))
-                }
-                None => {
-                    eprintln!("no image given: training on the built-in sample image");
-                    (sample_image(), None)
-                }
-            };
-            let name = match &args.save {
-                Some(name) => name.clone(),
-                None => unused_run_name(&args.results_dir, &timestamp(now_seconds())),
-            };
-            let plain_name = !name.is_empty()
-                && name != "."
-                && name != ".."
-                && !name.contains('/')
-                && !name.contains(std::path::MAIN_SEPARATOR);
-            if !plain_name {
-                return Err(format!(
-                    "--save {name:?} must be a plain folder name inside --results-dir, without path separators"
-                ));
-            }
-            let run_dir = args.results_dir.join(name);
-            if run_dir.join(singan::singan::run::MODEL_FILE).exists() {
-                return Err(format!(
-                    "{} already holds a trained model; choose another --save name or continue it with --resume {}",
-                    run_dir.display(),
-                    run_dir.display()
-                ));
-            }
-            // Check the pyramid before creating anything on disk.
-            singan::singan::pyramid::Pyramid::new(
-                (image.height, image.width),
-                &config.pyramid_config(),
-            )
-            .map_err(|e| match &image_name {
-                Some(path) => format!("{path}: {e}"),
-                None => e.to_string(),
-            })?;
-            (
-                TrainJob {
-                    config,
-                    image,
-                    image_name,
-                    run_dir,
-                    device: Device::Cpu,
-                },
-                false,
-            )
-        }
+    let (job, resume) = match &args.resume {
+        Some(run_dir) => (
+            resume_job(run_dir, command_line_options, args.device)?,
+            true,
+        ),
+        None => (new_job(&args)?, false),
     };
-
-    // The device is probed after the checks of the options and the image, which are cheaper.
-    job.device = resolve_device(args.device)?;
-    if !resume && args.seed == -1 {
-        eprintln!(
-            "seed: {} (pass --seed {} to repeat this run)",
-            job.config.seed, job.config.seed
-        );
-    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let handler_stop = Arc::clone(&stop);
@@ -439,7 +484,7 @@ pub fn run(args: TrainArgs, command_line_options: &[String]) -> Result<ExitCode,
     let (model, summaries) = match train(&job, resume, &mut reporter, &stop) {
         Ok(result) => result,
         Err(singan::Error::Interrupted { finished, run_dir }) => {
-            eprintln!("interrupted: {finished} finished scales are saved in {run_dir}; continue with --resume {run_dir}");
+            report_interrupt(finished, &run_dir, "");
             return Ok(ExitCode::from(130));
         }
         Err(error) => return Err(error.to_string()),
@@ -479,7 +524,8 @@ pub fn run(args: TrainArgs, command_line_options: &[String]) -> Result<ExitCode,
 #[cfg(test)]
 mod tests {
     use super::{
-        ignored_on_resume, options_given_on_command_line, timestamp, unused_run_name, TrainArgs,
+        ignored_on_resume, options_given_on_command_line, parse_scale_factor_init, random_seed,
+        timestamp, TrainArgs, MAX_RANDOM_SEED,
     };
     use clap::Args;
 
@@ -514,15 +560,31 @@ mod tests {
     }
 
     #[test]
-    fn run_name_skips_existing_folders() {
-        let dir = std::env::temp_dir().join(format!("singan-run-name-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(unused_run_name(&dir, "stamp"), "stamp");
-        std::fs::create_dir(dir.join("stamp")).unwrap();
-        assert_eq!(unused_run_name(&dir, "stamp"), "stamp-2");
-        std::fs::create_dir(dir.join("stamp-2")).unwrap();
-        assert_eq!(unused_run_name(&dir, "stamp"), "stamp-3");
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn random_seed_in_range() {
+        let seeds: Vec<u64> = (0..200).map(|_| random_seed()).collect();
+        assert!(
+            seeds.iter().all(|&seed| seed <= MAX_RANDOM_SEED),
+            "{seeds:?}"
+        );
+        // Two hundred draws from 12346 values take at least 150 distinct ones, unless the
+        // draws are not random (a clock in seconds would give one or two).
+        let distinct: std::collections::BTreeSet<_> = seeds.iter().collect();
+        assert!(distinct.len() > 150, "{} distinct seeds", distinct.len());
+    }
+
+    #[test]
+    fn scale_factor_init_range() {
+        assert_eq!(parse_scale_factor_init("0.75"), Ok(0.75));
+        assert_eq!(parse_scale_factor_init(" 0.5 "), Ok(0.5));
+        for text in ["0", "1", "1.5", "-0.5", "NaN", "inf"] {
+            let error = parse_scale_factor_init(text).unwrap_err();
+            assert!(
+                error.ends_with("must be strictly between 0 and 1, such as 0.75"),
+                "{text}: {error}"
+            );
+        }
+        let error = parse_scale_factor_init("three quarters").unwrap_err();
+        assert!(error.contains("is not a number"), "{error}");
     }
 
     #[test]

@@ -199,11 +199,33 @@ fn image_instead_of_model(path: &Path, format: &str) -> Error {
     Error::Message(message)
 }
 
+/// Returns true when `run_dir` is a folder with the log of a training run but no model file.
+/// `singan train` writes `log.txt` before the first iteration and the model file only after the
+/// first scale finishes, so such a folder belongs to a run that stopped before that.
+pub fn stopped_before_first_scale(run_dir: &Path) -> bool {
+    run_dir.is_dir()
+        && !run_dir.join(MODEL_FILE).exists()
+        && (run_dir.join("log.txt").exists() || run_dir.join("losses.jsonl").exists())
+}
+
+/// Builds the error for a run folder that [`stopped_before_first_scale`], naming the fix.
+pub fn no_finished_scale_error(run_dir: &Path) -> Error {
+    Error::file(
+        run_dir,
+        "this run has no finished scale yet, because its training stopped before the first \
+         scale was saved. Train again with `singan train`; to reuse this folder's name with \
+         --save, remove the folder first",
+    )
+}
+
 /// Loads a model from a run folder (or a model file) into host memory; see
 /// [`Model::to_device`].
 pub fn load_model<T: Element>(run: &Path) -> Result<Model<T>> {
     let path = model_path(run);
     if !path.exists() {
+        if stopped_before_first_scale(run) {
+            return Err(no_finished_scale_error(run));
+        }
         return Err(Error::file(
             &path,
             "no trained model here; pass the run folder that `singan train` printed",

@@ -13,7 +13,7 @@ use crate::rng::Rng;
 use crate::singan::apps::finest_scale;
 use crate::singan::cascade::{draw_noise, planes_to_tensor, tensor_to_planes};
 use crate::singan::config::TrainConfig;
-use crate::singan::imresize::{output_size, resize, Planes, Resize};
+use crate::singan::imresize::{resize, Planes, Resize};
 use crate::singan::run::Model;
 
 /// Shorter side of the coarsest scale when training for super-resolution, in pixels.
@@ -61,26 +61,33 @@ impl SrPlan {
         1.0 / self.step_factor
     }
 
-    /// Returns the output size for an input of `size` after checking that neither it nor the
-    /// chain of upscaled sizes exceeds [`MAX_OUTPUT_SIDE`].
+    /// Returns the output size for an input of `size` after checking that neither of its sides
+    /// is over [`MAX_OUTPUT_SIDE`].
+    ///
+    /// NOTE: every step rounds the size up, so the last step refines an image a few percent
+    /// larger than the output before the crop: 16789x16789 for a 64x64 input at factor 256,
+    /// whose output is 16384x16384. The limit applies to the output only.
     pub fn checked_output_size(&self, size: (usize, usize)) -> Result<(usize, usize)> {
         let target = self.output_size(size);
-        let mut chained = size;
-        for _ in 0..self.steps {
-            chained = output_size(chained.0, chained.1, Resize::Scale(self.step_factor))?;
+        if target.0.max(target.1) <= MAX_OUTPUT_SIDE {
+            return Ok(target);
         }
-        if target.0.max(target.1) > MAX_OUTPUT_SIDE || chained.0.max(chained.1) > MAX_OUTPUT_SIDE {
-            return Err(Error::invalid(
-                "sr",
-                format!(
-                    "--factor {} would make a {}x{} image from {}x{}, larger than the limit of \
-                     {MAX_OUTPUT_SIDE} pixels per side; pass a smaller factor (it multiplies \
-                     each side)",
-                    self.factor, target.0, target.1, size.0, size.1
-                ),
-            ));
-        }
-        Ok(target)
+        let largest_factor = MAX_OUTPUT_SIDE as f64 / size.0.max(size.1) as f64;
+        let fix = if largest_factor > 1.0 {
+            // Rounded down to 4 decimals, so that the suggested factor passes this check.
+            let suggested = (largest_factor * 1e4).floor() / 1e4;
+            format!("pass a factor of at most {suggested} (it multiplies each side)")
+        } else {
+            format!("train on an image at most {MAX_OUTPUT_SIDE} pixels per side")
+        };
+        Err(Error::invalid(
+            "sr",
+            format!(
+                "--factor {} would make a {}x{} image from {}x{}, over the limit of \
+                 {MAX_OUTPUT_SIDE} pixels per side; {fix}",
+                self.factor, target.0, target.1, size.0, size.1
+            ),
+        ))
     }
 
     /// Returns the output size for an input of `size`: `(floor(F H), floor(F W))`.

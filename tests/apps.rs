@@ -2,7 +2,7 @@
 //! here, through the binary and the library, with every image made by the tests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
@@ -758,19 +758,7 @@ fn concurrent_sr_runs_get_own_folders() {
 
     // Started together, the runs get the same UTC start time unless a second boundary falls
     // between them, so their folder names collide without -2, -3 appended.
-    let children: Vec<_> = (0..3)
-        .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_singan"))
-                .args(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-
-    for child in children {
-        let output = child.wait_with_output().unwrap();
+    for output in common::singan_concurrently(&args, 3) {
         assert!(
             output.status.success(),
             "{}",

@@ -168,20 +168,27 @@ fn bench_iteration_rejects_bad_options() {
     }
 }
 
-/// A pyramid error suggests an option, and `bench iteration` takes that option.
-#[test]
-fn repeated_scale_size_warns() {
-    // min_size equal to the shorter side of a 20x20 image gives two 20x20 scales.
-    let dir = std::env::temp_dir().join(format!("singan-cli-repeat-{}", std::process::id()));
+/// Writes a flat 20x20 PNG into a new folder named after `tag`, and returns the folder and the
+/// image's path.
+fn small_png(tag: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("singan-cli-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("small.png");
     image::RgbImage::from_pixel(20, 20, image::Rgb([120, 90, 60]))
         .save(&path)
         .unwrap();
+    let path = path.to_str().unwrap().to_string();
+    (dir, path)
+}
+
+#[test]
+fn repeated_scale_size_warns() {
+    // min_size equal to the shorter side of a 20x20 image gives two 20x20 scales.
+    let (dir, path) = small_png("repeat");
     let args = [
         "bench",
         "iteration",
-        path.to_str().unwrap(),
+        &path,
         "--device",
         "cpu",
         "--min-size",
@@ -200,15 +207,11 @@ fn repeated_scale_size_warns() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A pyramid error suggests an option, and `bench iteration` takes that option.
 #[test]
 fn bench_iteration_takes_suggested_min_size() {
-    let dir = std::env::temp_dir().join(format!("singan-cli-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("small.png");
-    image::RgbImage::from_pixel(20, 20, image::Rgb([120, 90, 60]))
-        .save(&path)
-        .unwrap();
-    let path = path.to_str().unwrap();
+    let (dir, path) = small_png("bench");
+    let path = path.as_str();
     let (code, stdout, stderr) = singan(&["bench", "iteration", path, "--device", "cpu"]);
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(stderr.contains("try --min-size 18"), "{stderr}");

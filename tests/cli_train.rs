@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod common;
+
 fn singan(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_singan"))
         .args(args)
@@ -466,24 +468,6 @@ fn stopped_run_names_the_cause() {
     assert_eq!(std::fs::read_dir(&run).unwrap().count(), 3);
 }
 
-/// Starts `count` copies of `singan` with `args` at the same time and waits for them all.
-fn singan_concurrently(args: &[&str], count: usize) -> Vec<Output> {
-    let children: Vec<_> = (0..count)
-        .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_singan"))
-                .args(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    children
-        .into_iter()
-        .map(|child| child.wait_with_output().unwrap())
-        .collect()
-}
-
 #[test]
 fn concurrent_trains_get_own_folders() {
     let dir = temp_dir("concurrent");
@@ -499,7 +483,7 @@ fn concurrent_trains_get_own_folders() {
         "cpu",
     ];
     args.extend(TINY);
-    for output in singan_concurrently(&args, 3) {
+    for output in common::singan_concurrently(&args, 3) {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{stderr}");
     }
@@ -529,7 +513,7 @@ fn random_seeds_differ_between_runs() {
         "cpu",
     ];
     let mut seeds = Vec::new();
-    for output in singan_concurrently(&args, 3) {
+    for output in common::singan_concurrently(&args, 3) {
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use singan::cuda::CudaError;
@@ -63,4 +64,22 @@ impl Reporter for Quiet {
     fn iteration(&mut self, _: usize, _: usize, _: &BTreeMap<String, f64>) {}
     fn line(&mut self, _: &str) {}
     fn scale_finished(&mut self, _: usize, _: f64) {}
+}
+
+/// Starts `count` copies of `singan` with `args` at the same time and waits for them all.
+pub fn singan_concurrently(args: &[&str], count: usize) -> Vec<Output> {
+    let children: Vec<_> = (0..count)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_singan"))
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect()
 }

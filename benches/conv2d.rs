@@ -28,12 +28,7 @@ const SHAPES: [(usize, usize, usize); 3] = [(32, 26, 34), (64, 96, 128), (128, 1
 
 /// Reads `--device cpu|cuda` from the arguments, ignoring the `--bench` flag that cargo adds.
 fn device_from_args() -> Device {
-    let args: Vec<String> = std::env::args().collect();
-    let value = args
-        .iter()
-        .position(|arg| arg == "--device")
-        .and_then(|index| args.get(index + 1));
-    match value.map(String::as_str) {
+    match common::device_argument().as_deref() {
         None | Some("cpu") => Device::Cpu,
         Some("cuda") => match singan::cuda::probe_device(0) {
             Ok(gpu) => Device::Cuda(gpu.ordinal()),

@@ -323,6 +323,8 @@ fn aspect_ratio_tolerance() {
     assert!(aspect_ratio_matches((96, 128), (48, 64)));
     // A 375x500 image whose finest scale rounded down to 187x250.
     assert!(aspect_ratio_matches((375, 500), (187, 250)));
+    // A 366x585 photograph shrunk to 41x64, its short side rounded up from 40.04.
+    assert!(aspect_ratio_matches((366, 585), (41, 64)));
     assert!(!aspect_ratio_matches((48, 48), (48, 64)));
     assert!(!aspect_ratio_matches((64, 48), (48, 64)));
     assert!(!aspect_ratio_matches((50, 64), (48, 64)));

@@ -291,3 +291,26 @@ fn normal_images_still_accepted() {
         }
     }
 }
+
+#[test]
+fn factor_near_one_rejected() {
+    // scale_factor_init 0.9999999 requests millions of scales, each a network to train.
+    let config = PyramidConfig {
+        scale_factor_init: 0.9999999,
+        ..PyramidConfig::default()
+    };
+    let error = Pyramid::new((186, 248), &config).unwrap_err();
+    let PyramidError::TooManyScales { scales, .. } = &error else {
+        panic!("expected TooManyScales, got {error:?}");
+    };
+    assert!(*scales > 1_000_000, "{error}");
+    assert!(error.to_string().contains("--scale-factor-init"), "{error}");
+
+    // 0.98 gives 100 scales, which stays within the limit.
+    let config = PyramidConfig {
+        scale_factor_init: 0.98,
+        ..PyramidConfig::default()
+    };
+    let pyramid = Pyramid::new((186, 248), &config).unwrap();
+    assert!(pyramid.sizes.len() <= singan::singan::pyramid::MAX_SCALES);
+}

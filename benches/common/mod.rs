@@ -47,22 +47,42 @@ pub const MEMORY_RUNS: Runs = Runs {
     budget: Duration::from_secs(2),
 };
 
+/// Returns the value of `--device` on the command line, in the `--device cuda` or the
+/// `--device=cuda` form, or `None` without the option. A `--device` with no value (cargo
+/// appends `--bench`, which does not count) gives an empty string.
+pub fn device_argument() -> Option<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    args.iter().enumerate().find_map(|(index, arg)| {
+        if let Some(value) = arg.strip_prefix("--device=") {
+            return Some(value.to_string());
+        }
+        (arg == "--device").then(|| {
+            args.get(index + 1)
+                .filter(|value| !value.starts_with("--"))
+                .cloned()
+                .unwrap_or_default()
+        })
+    })
+}
+
 /// Exits with an error when the command line requests a device other than the CPU, which the
 /// memory-bound benches do not support.
 #[allow(dead_code)]
 pub fn require_cpu_device(bench: &str) {
-    let args: Vec<String> = std::env::args().collect();
-    let requested = args
-        .iter()
-        .position(|arg| arg == "--device")
-        .map(|index| args.get(index + 1).map_or("", String::as_str));
-    if let Some(device) = requested.filter(|&device| device != "cpu") {
-        eprintln!(
-            "error: --device {device:?}: the {bench} bench runs on the CPU only; \
-             `cargo bench --bench conv2d -- --device cuda` and `singan bench iteration \
-             --device cuda` time the GPU"
-        );
-        std::process::exit(2);
+    match device_argument().as_deref() {
+        None | Some("cpu") => {}
+        Some("cuda") => {
+            eprintln!(
+                "error: --device cuda: the {bench} bench runs on the CPU only; `cargo bench \
+                 --bench conv2d -- --device cuda` and `singan bench iteration --device cuda` \
+                 time the GPU"
+            );
+            std::process::exit(2);
+        }
+        Some(other) => {
+            eprintln!("error: --device must be cpu, not {other:?}; the {bench} bench runs on the CPU only");
+            std::process::exit(2);
+        }
     }
 }
 

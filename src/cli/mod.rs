@@ -112,8 +112,8 @@ pub fn warn_if_scale_repeats(pyramid: &singan::singan::pyramid::Pyramid) {
         let (coarse, finer) = (pyramid.sizes[k], pyramid.sizes[k + 1]);
         eprintln!(
             "warning: scale {k} ({}x{}) is not smaller than scale {} ({}x{}) in both sides, so \
-             scale {} adds little detail; a smaller --min-size gives a pyramid that shrinks at \
-             every scale",
+             scale {} adds little detail; a smaller --min-size or --scale-factor-init gives a \
+             pyramid that shrinks at every scale",
             coarse.0,
             coarse.1,
             k + 1,

@@ -452,8 +452,13 @@ pub(super) fn report_interrupt(finished: usize, run_dir: &str, then: &str) {
         );
     } else {
         eprintln!(
-            "interrupted: {finished} finished scales are saved in {run_dir}; continue with \
-             `singan train --resume {run_dir}`{then}"
+            "interrupted: {finished} finished {} saved in {run_dir}; continue with \
+             `singan train --resume {run_dir}`{then}",
+            if finished == 1 {
+                "scale is"
+            } else {
+                "scales are"
+            }
         );
     }
 }

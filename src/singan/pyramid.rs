@@ -131,12 +131,17 @@ impl fmt::Display for SizeSuggestion {
             (None, Some(max_size)) => write!(f, "try --max-size {max_size}"),
             (None, None) => write!(
                 f,
-                "no --min-size or --max-size value alone makes this image valid; use a larger \
-                 or less elongated image"
+                "no --min-size or --max-size value alone gives this image a pyramid that \
+                 shrinks at every scale; use a larger or less elongated image"
             ),
         }
     }
 }
+
+/// Maximum number of scales that [`Pyramid::new`] accepts. The default settings give 9 for a
+/// 250-pixel image and super-resolution about a dozen. A `scale_factor_init` just below 1
+/// requests thousands or millions, each a network to train, which would exhaust memory.
+pub const MAX_SCALES: usize = 128;
 
 /// Errors from building a pyramid or resizing images with it.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -199,6 +204,19 @@ pub enum PyramidError {
         num_blocks: usize,
         kernel_size: usize,
         suggestion: SizeSuggestion,
+    },
+
+    #[error(
+        "image {height}x{width} would have {scales} scales with scale_factor_init \
+         {scale_factor_init}, more than the {max_scales} that a pyramid may have; use a \
+         smaller --scale-factor-init, such as the default 0.75"
+    )]
+    TooManyScales {
+        height: usize,
+        width: usize,
+        scales: u64,
+        scale_factor_init: f64,
+        max_scales: usize,
     },
 
     #[error(
@@ -371,6 +389,15 @@ impl Pyramid {
         };
         if stop_scale < 1 {
             return Err(too_few_scales(stop_scale));
+        }
+        if validate && stop_scale >= MAX_SCALES as i64 {
+            return Err(PyramidError::TooManyScales {
+                height,
+                width,
+                scales: stop_scale as u64 + 1,
+                scale_factor_init: config.scale_factor_init,
+                max_scales: MAX_SCALES,
+            });
         }
         let stop_scale = stop_scale as usize;
 

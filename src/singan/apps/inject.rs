@@ -19,9 +19,10 @@ use crate::singan::run::Model;
 use crate::tensor::Tensor;
 
 /// Largest accepted aspect-ratio mismatch when a reference or mask is resized to the training
-/// size: the side predicted from the other side's scale factor may be off by this many pixels,
-/// or by [`ASPECT_TOLERANCE_FRACTION`] of the side, whichever is larger. The slack accepts
-/// images at the original size of a training image that the pyramid shrank with rounding.
+/// size: some one scale factor must bring both sides of the image within this many pixels of
+/// the target's, or within [`ASPECT_TOLERANCE_FRACTION`] of the side, whichever is larger. The
+/// slack accepts images at the original size of a training image that the pyramid shrank with
+/// rounding.
 pub const ASPECT_TOLERANCE_PIXELS: f64 = 1.0;
 /// Relative form of [`ASPECT_TOLERANCE_PIXELS`].
 pub const ASPECT_TOLERANCE_FRACTION: f64 = 0.01;
@@ -49,14 +50,18 @@ pub fn training_size_text(model: &Model<f32>) -> String {
 
 /// Checks whether an image of `size` can be resized to `target` without visibly changing its aspect
 /// ratio (see [`ASPECT_TOLERANCE_PIXELS`]).
+///
+/// Each side accepts the scale factors that bring it within its slack of the target side, and
+/// the two ranges must overlap. Fixing the factor at the width's exact ratio instead would
+/// move a rounding error of the shorter side to the longer one, enlarged: a 366x585 image
+/// shrunk to 41x64 (40.04 rounded up) predicts a width of 65.5 from the height.
 pub fn aspect_ratio_matches(size: Size, target: Size) -> bool {
     let (h, w) = (size.0 as f64, size.1 as f64);
     let (th, tw) = (target.0 as f64, target.1 as f64);
     let slack = |side: f64| ASPECT_TOLERANCE_PIXELS.max(ASPECT_TOLERANCE_FRACTION * side);
-    let height_at_target_width = h * tw / w;
-    let width_at_target_height = w * th / h;
-    (height_at_target_width - th).abs() <= slack(th)
-        && (width_at_target_height - tw).abs() <= slack(tw)
+    let lowest = ((th - slack(th)) / h).max((tw - slack(tw)) / w);
+    let highest = ((th + slack(th)) / h).min((tw + slack(tw)) / w);
+    lowest <= highest
 }
 
 /// Resizes `image` to `target` (height, width) with the bicubic resize, or rejects it when its

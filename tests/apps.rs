@@ -783,6 +783,23 @@ fn concurrent_sr_runs_get_own_folders() {
 }
 
 #[test]
+fn output_path_naming_file_rejected() {
+    let dir = temp_dir("out-file");
+    let file = dir.join("taken");
+    std::fs::write(&file, b"x").unwrap();
+    let run = run_path();
+    for command in ["sample", "animate"] {
+        let args = [command, text(&run), "--out", text(&file), "--device", "cpu"];
+        let error = singan_error(&args);
+        assert!(
+            error.contains("is a file, not a folder"),
+            "{command}: {error}"
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+#[test]
 fn animate_rejects_frames_beyond_memory() {
     let out = temp_dir("animate-huge");
     let run = run_path();

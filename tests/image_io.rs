@@ -641,7 +641,8 @@ fn gif_unsupported_error() {
 fn directory_path_error() {
     let dir = TempDir::new("directory");
     let error = load_image(&dir.0, AlphaBackground::White).unwrap_err();
-    assert!(matches!(error, ImageIoError::Read { .. }), "{error}");
+    assert!(matches!(error, ImageIoError::Folder { .. }), "{error}");
+    assert!(error.to_string().contains("is a folder"), "{error}");
 }
 
 #[test]

@@ -223,8 +223,7 @@ fn run_folder(run: &Path) -> PathBuf {
 /// Creates the output folder, `out` or else `RUN_DIR/<command>`, and returns its path.
 fn output_folder(out: &Option<PathBuf>, run: &Path, command: &str) -> Result<PathBuf, String> {
     let folder = out.clone().unwrap_or_else(|| run_folder(run).join(command));
-    std::fs::create_dir_all(&folder)
-        .map_err(|e| format!("{}: cannot create the output folder: {e}", folder.display()))?;
+    super::create_output_folder(&folder)?;
     Ok(folder)
 }
 
@@ -553,8 +552,7 @@ pub fn run_animate(args: AnimateArgs) -> Result<ExitCode, String> {
     check_frame_memory(args.frames, model.info.pyramid.sizes[last])?;
     let out = output_folder(&args.out, &args.run_dir, "animate")?
         .join(format!("start_scale={}", args.start_scale));
-    std::fs::create_dir_all(&out)
-        .map_err(|e| format!("{}: cannot create the output folder: {e}", out.display()))?;
+    super::create_output_folder(&out)?;
 
     let mut rng = Rng::new(args.seed);
     let frames = animate(&mut model, &options, &mut rng, &mut |index| {

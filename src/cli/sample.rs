@@ -72,8 +72,7 @@ pub fn run(args: SampleArgs) -> Result<ExitCode, String> {
         .out
         .clone()
         .unwrap_or_else(|| run_folder.join("samples"));
-    std::fs::create_dir_all(&out)
-        .map_err(|e| format!("{}: cannot create the output folder: {e}", out.display()))?;
+    super::create_output_folder(&out)?;
 
     // Ctrl-C stops between two images, so no image file is left half-written and no temporary
     // file is left behind.

@@ -40,6 +40,13 @@ pub enum ImageIoError {
     EmptyFile { path: PathBuf },
 
     #[error(
+        "{} is a folder, not an image file; pass a PNG or JPEG file (a run folder of `singan \
+         train` goes to `singan sample` or `singan train --resume`)",
+        path.display()
+    )]
+    Folder { path: PathBuf },
+
+    #[error(
         "image file {} has unsupported format {format}; convert it to PNG or JPEG",
         path.display()
     )]
@@ -216,7 +223,13 @@ fn decode_upright(path: &Path) -> Result<DynamicImage, ImageIoError> {
         path: path.to_path_buf(),
         source,
     };
-    let length = file.metadata().map_err(read_error)?.len();
+    let metadata = file.metadata().map_err(read_error)?;
+    if metadata.is_dir() {
+        return Err(ImageIoError::Folder {
+            path: path.to_path_buf(),
+        });
+    }
+    let length = metadata.len();
     if length == 0 {
         return Err(ImageIoError::EmptyFile {
             path: path.to_path_buf(),

@@ -768,10 +768,7 @@ fn concurrent_sr_runs_get_own_folders() {
         );
     }
 
-    let folders: Vec<PathBuf> = std::fs::read_dir(&results)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
+    let folders: Vec<PathBuf> = common::folder_entries(&results);
     assert_eq!(folders.len(), 3, "{folders:?}");
     for folder in &folders {
         assert!(folder.join("model.safetensors").is_file(), "{folder:?}");

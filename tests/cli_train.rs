@@ -45,6 +45,15 @@ const TINY: [&str; 10] = [
     "2",
 ];
 
+/// Writes a 44x36 training image into a new folder named after `tag`, and returns its path
+/// and the results folder beside it (not created).
+fn tiny_training_input(tag: &str) -> (PathBuf, PathBuf) {
+    let dir = temp_dir(tag);
+    let image = dir.join("input.png");
+    write_png(&image, 44, 36);
+    (image, dir.join("results"))
+}
+
 /// Returns the arguments of a tiny `train` run on `image` into `results/run`.
 fn tiny_train_args<'a>(image: &'a Path, results: &'a Path) -> Vec<&'a str> {
     let mut args = vec![
@@ -99,10 +108,7 @@ fn train_then_sample_writes_images() {
 
 #[test]
 fn sample_rejects_pixel_counts() {
-    let dir = temp_dir("pixels");
-    let image = dir.join("input.png");
-    write_png(&image, 44, 36);
-    let results = dir.join("results");
+    let (image, results) = tiny_training_input("pixels");
     let args = tiny_train_args(&image, &results);
     assert_eq!(singan(&args).0, 0);
     let (code, _, stderr) = singan(&[
@@ -316,32 +322,27 @@ fn temporary_files(dir: &Path) -> Vec<PathBuf> {
 #[cfg(unix)]
 #[test]
 fn closed_stdout_ends_sample_quietly() {
-    let dir = temp_dir("closed-stdout-sample");
-    let image = dir.join("input.png");
-    write_png(&image, 44, 36);
-    let results = dir.join("results");
+    let (image, results) = tiny_training_input("closed-stdout-sample");
     assert_eq!(singan(&tiny_train_args(&image, &results)).0, 0);
-    let out = dir.join("samples");
-    let output = singan_with_closed_pipe(
-        &[
-            "sample",
-            results.join("run").to_str().unwrap(),
-            "--num-samples",
-            "5",
-            "--out",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ],
-        true,
-    );
+
+    let out = results.with_file_name("samples");
+    let run = results.join("run");
+    let args = [
+        "sample",
+        run.to_str().unwrap(),
+        "--num-samples",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
+    let output = singan_with_closed_pipe(&args, true);
     assert_ended_by_sigpipe(&output);
+
     // The first path line fails, after the first image is written in full, so the command
     // stops before the fifth image.
-    let written: Vec<PathBuf> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
+    let written = common::folder_entries(&out);
     assert!(!written.is_empty());
     assert!(written.len() < 5, "{written:?}");
     for path in &written {
@@ -354,10 +355,7 @@ fn closed_stdout_ends_sample_quietly() {
 #[cfg(unix)]
 #[test]
 fn closed_stdout_keeps_trained_model() {
-    let dir = temp_dir("closed-stdout-train");
-    let image = dir.join("input.png");
-    write_png(&image, 44, 36);
-    let results = dir.join("results");
+    let (image, results) = tiny_training_input("closed-stdout-train");
     let mut args = tiny_train_args(&image, &results);
     args.extend(["--device", "cpu"]);
     // `train` writes stdout only after the last scale is saved, for its closing table.
@@ -376,20 +374,11 @@ fn closed_stdout_keeps_trained_model() {
 #[cfg(unix)]
 #[test]
 fn closed_stderr_ends_train_quietly() {
-    let dir = temp_dir("closed-stderr-train");
-    let image = dir.join("input.png");
-    write_png(&image, 44, 36);
-    let results = dir.join("results");
+    let (image, results) = tiny_training_input("closed-stderr-train");
     let mut args = tiny_train_args(&image, &results);
     args.extend(["--device", "cpu"]);
     let output = singan_with_closed_pipe(&args, false);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(
-        output.status.signal(),
-        Some(libc::SIGPIPE),
-        "status {:?}",
-        output.status
-    );
+    assert_ended_by_sigpipe(&output);
     assert!(output.stdout.is_empty());
     if results.exists() {
         assert!(temporary_files(&results).is_empty());
@@ -487,10 +476,7 @@ fn concurrent_trains_get_own_folders() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success(), "{stderr}");
     }
-    let folders: Vec<PathBuf> = std::fs::read_dir(&results)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
+    let folders: Vec<PathBuf> = common::folder_entries(&results);
     assert_eq!(folders.len(), 3, "{folders:?}");
     for folder in &folders {
         let model = singan::singan::run::load_model::<f32>(folder).unwrap();
@@ -543,10 +529,7 @@ fn cuda_device_without_gpu_is_rejected() {
         println!("skipped: a CUDA GPU is present, so --device cuda is accepted");
         return;
     }
-    let dir = temp_dir("cuda");
-    let image = dir.join("input.png");
-    write_png(&image, 44, 36);
-    let results = dir.join("results");
+    let (image, results) = tiny_training_input("cuda");
     let args = tiny_train_args(&image, &results);
 
     let mut on_cuda = args.clone();
@@ -673,10 +656,7 @@ fn non_image_garbage_keeps_safetensors_error() {
 
 #[test]
 fn resume_warns_about_ignored_options() {
-    let dir = temp_dir("resume-options");
-    let image = dir.join("input.png");
-    write_png(&image, 44, 36);
-    let results = dir.join("results");
+    let (image, results) = tiny_training_input("resume-options");
     assert_eq!(singan(&tiny_train_args(&image, &results)).0, 0);
     let run = results.join("run");
     let run = run.to_str().unwrap();

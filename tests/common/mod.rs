@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
@@ -81,5 +81,13 @@ pub fn singan_concurrently(args: &[&str], count: usize) -> Vec<Output> {
     children
         .into_iter()
         .map(|child| child.wait_with_output().unwrap())
+        .collect()
+}
+
+/// Lists the paths of the entries directly inside `dir`.
+pub fn folder_entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
         .collect()
 }

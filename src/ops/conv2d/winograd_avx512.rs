@@ -19,7 +19,7 @@
 //!   adding up lanes.
 //!   Other input-channel counts (3, for the first layer) multiply the tiles of 4 output
 //!   channels by those of 4 input channels into 16 accumulators, lane by lane, and add up the
-//!   lanes once per call; counts that are not multiples of 4 end with a partial step.
+//!   lanes once per call. Counts that are not multiples of 4 end with a partial step.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{

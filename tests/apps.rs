@@ -24,7 +24,7 @@ use singan::singan::train::{train, TrainJob};
 use singan::Device;
 
 mod common;
-use common::Quiet;
+use common::{Quiet, TestFolder};
 
 const HEIGHT: u32 = 48;
 const WIDTH: u32 = 64;
@@ -61,13 +61,6 @@ fn singan_error(args: &[&str]) -> String {
     assert!(stderr.contains("error"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("singan-apps-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn text(path: &Path) -> &str {
@@ -131,7 +124,7 @@ fn tiny_config() -> TrainConfig {
 fn fixture() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = temp_dir("fixture");
+        let dir = TestFolder::new("fixture");
         let training = scene(WIDTH, HEIGHT);
         training.save(dir.join("training.png")).unwrap();
         pasted(&training).save(dir.join("pasted.png")).unwrap();
@@ -155,7 +148,7 @@ fn fixture() -> &'static Path {
             "{:?}",
             model.info.pyramid.sizes
         );
-        dir
+        dir.remove_at_exit()
     })
 }
 
@@ -213,7 +206,7 @@ fn assert_unchanged_outside(
 #[test]
 fn harmonize_keeps_pixels_outside_mask() {
     let dir = fixture();
-    let out = temp_dir("harmonize");
+    let out = TestFolder::new("harmonize");
     let (stdout, _) = singan_ok(&[
         "harmonize",
         text(&run_path()),
@@ -236,7 +229,7 @@ fn harmonize_keeps_pixels_outside_mask() {
 #[test]
 fn edit_writes_raw_and_masked() {
     let dir = fixture();
-    let out = temp_dir("edit");
+    let out = TestFolder::new("edit");
     let start = finest().to_string();
     singan_ok(&[
         "edit",
@@ -283,7 +276,7 @@ fn blend_is_reference_where_mask_is_zero() {
 
 #[test]
 fn harmonize_resizes_same_aspect_reference() {
-    let dir = temp_dir("resized");
+    let dir = TestFolder::new("resized");
     let training = scene(WIDTH, HEIGHT);
     let big = image::imageops::resize(
         &pasted(&training),
@@ -333,7 +326,7 @@ fn aspect_ratio_tolerance() {
 #[test]
 fn masked_commands_reject_bad_input() {
     let dir = fixture();
-    let scratch = temp_dir("bad-input");
+    let scratch = TestFolder::new("bad-input");
     let run = run_path();
     let pasted_png = dir.join("pasted.png");
     let mask_png = dir.join("mask.png");
@@ -421,7 +414,7 @@ fn masked_commands_reject_bad_input() {
 
 #[test]
 fn incomplete_run_names_resume() {
-    let dir = temp_dir("incomplete");
+    let dir = TestFolder::new("incomplete");
     let mut model = load_model::<f32>(&run_path()).unwrap();
     model.generators.truncate(2);
     model.info.amplitudes.truncate(2);
@@ -434,7 +427,7 @@ fn incomplete_run_names_resume() {
 
 #[test]
 fn paint2image_with_and_without_quantize() {
-    let out = temp_dir("paint");
+    let out = TestFolder::new("paint");
     // A painting: four flat colour bands.
     let painting = image::RgbImage::from_fn(WIDTH, HEIGHT, |_, y| {
         image::Rgb(match y * 4 / HEIGHT {
@@ -622,7 +615,7 @@ fn sr_output_limit_is_inclusive() {
 
 #[test]
 fn sr_from_run_dir() {
-    let out = temp_dir("sr-run");
+    let out = TestFolder::new("sr-run");
     let run = run_path();
     let (stdout, stderr) = singan_ok(&["sr", text(&run), "--factor", "2", "--out", text(&out)]);
     assert!(stdout.contains("factor=2.png"), "{stdout}");
@@ -651,7 +644,7 @@ fn sr_from_run_dir() {
 
 #[test]
 fn sr_trains_from_image() {
-    let dir = temp_dir("sr-image");
+    let dir = TestFolder::new("sr-image");
     let (w, h) = (30, 24);
     scene(w, h).save(dir.join("small.png")).unwrap();
     let (stdout, _) = singan_ok(&[
@@ -712,7 +705,7 @@ fn sr_trains_from_image() {
 
 #[test]
 fn sr_rejects_save_outside_results_dir() {
-    let dir = temp_dir("sr-save");
+    let dir = TestFolder::new("sr-save");
     let results = dir.join("results");
     std::fs::create_dir_all(&results).unwrap();
     scene(30, 24).save(dir.join("small.png")).unwrap();
@@ -739,7 +732,7 @@ fn sr_rejects_save_outside_results_dir() {
 
 #[test]
 fn concurrent_sr_runs_get_own_folders() {
-    let dir = temp_dir("sr-concurrent");
+    let dir = TestFolder::new("sr-concurrent");
     let image = dir.join("small.png");
     scene(30, 24).save(&image).unwrap();
     let results = dir.join("results");
@@ -781,7 +774,7 @@ fn concurrent_sr_runs_get_own_folders() {
 
 #[test]
 fn output_path_naming_file_rejected() {
-    let dir = temp_dir("out-file");
+    let dir = TestFolder::new("out-file");
     let file = dir.join("taken");
     std::fs::write(&file, b"x").unwrap();
     let run = run_path();
@@ -798,7 +791,7 @@ fn output_path_naming_file_rejected() {
 
 #[test]
 fn animate_rejects_frames_beyond_memory() {
-    let out = temp_dir("animate-huge");
+    let out = TestFolder::new("animate-huge");
     let run = run_path();
     let error = singan_error(&[
         "animate",
@@ -818,7 +811,7 @@ fn animate_rejects_frames_beyond_memory() {
 
 #[test]
 fn animate_writes_gif_with_frames() {
-    let out = temp_dir("animate");
+    let out = TestFolder::new("animate");
     let run = run_path();
     let (stdout, _) = singan_ok(&["animate", text(&run), "--frames", "7", "--out", text(&out)]);
     let path = out.join("start_scale=0").join("alpha=0.1_beta=0.9.gif");
@@ -864,7 +857,7 @@ fn animate_writes_gif_with_frames() {
 #[test]
 fn animate_rejects_bad_options() {
     let run = run_path();
-    let out = temp_dir("animate-bad");
+    let out = TestFolder::new("animate-bad");
     let cases: [(&[&str], &str); 6] = [
         (&["--frames", "0"], "--frames 0"),
         (&["--alpha", "1.5"], "--alpha 1.5"),
@@ -1029,7 +1022,7 @@ fn photo_harmonize_and_sr() {
     ) else {
         return;
     };
-    let dir = temp_dir("photos");
+    let dir = TestFolder::new("photos");
     let (pasted, mask) = paste_balloon(&load_photo(&tree_path), &load_photo(&balloons_path));
     let masked_pixels = mask.pixels().filter(|p| p.0[0] > 0).count();
     assert!(

@@ -2,6 +2,9 @@
 
 use std::process::Command;
 
+mod common;
+use common::TestFolder;
+
 fn singan(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_singan"))
         .args(args)
@@ -45,8 +48,7 @@ fn check_fixtures_missing_folder_exits_2() {
 
 #[test]
 fn check_fixtures_bad_file_exits_1() {
-    let dir = std::env::temp_dir().join(format!("singan-cli-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TestFolder::new("bad");
     std::fs::write(dir.join("bad.safetensors"), [0u8; 3]).unwrap();
     let (code, stdout, stderr) = singan(&["check", "fixtures", dir.to_str().unwrap()]);
     assert_eq!(code, 1, "{stdout}{stderr}");
@@ -168,11 +170,10 @@ fn bench_iteration_rejects_bad_options() {
     }
 }
 
-/// Writes a flat 20x20 PNG into a new folder named after `tag`, and returns the folder and the
-/// image's path.
-fn small_png(tag: &str) -> (std::path::PathBuf, String) {
-    let dir = std::env::temp_dir().join(format!("singan-cli-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// Writes a flat 20x20 PNG into a new test folder named after `tag`, and returns the folder and
+/// the image's path.
+fn small_png(tag: &str) -> (TestFolder, String) {
+    let dir = TestFolder::new(tag);
     let path = dir.join("small.png");
     image::RgbImage::from_pixel(20, 20, image::Rgb([120, 90, 60]))
         .save(&path)
@@ -184,7 +185,7 @@ fn small_png(tag: &str) -> (std::path::PathBuf, String) {
 #[test]
 fn repeated_scale_size_warns() {
     // min_size equal to the shorter side of a 20x20 image gives two 20x20 scales.
-    let (dir, path) = small_png("repeat");
+    let (_dir, path) = small_png("repeat");
     let args = [
         "bench",
         "iteration",
@@ -204,13 +205,12 @@ fn repeated_scale_size_warns() {
         stderr.contains("warning: scale 0 (20x20) is not smaller than scale 1 (20x20)"),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A pyramid error suggests an option, and `bench iteration` takes that option.
 #[test]
 fn bench_iteration_takes_suggested_min_size() {
-    let (dir, path) = small_png("bench");
+    let (_dir, path) = small_png("bench");
     let path = path.as_str();
     let (code, stdout, stderr) = singan(&["bench", "iteration", path, "--device", "cpu"]);
     assert_eq!(code, 2, "{stdout}{stderr}");
@@ -231,5 +231,4 @@ fn bench_iteration_takes_suggested_min_size() {
     let (code, stdout, stderr) = singan(&args);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("18x18"), "{stdout}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

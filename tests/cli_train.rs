@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod common;
+use common::TestFolder;
 
 fn singan(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_singan"))
@@ -15,13 +16,6 @@ fn singan(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("singan-cli-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Writes a `w`x`h` RGB PNG with a diagonal pattern.
@@ -45,13 +39,14 @@ const TINY: [&str; 10] = [
     "2",
 ];
 
-/// Writes a 44x36 training image into a new folder named after `tag`, and returns its path
-/// and the results folder beside it (not created).
-fn tiny_training_input(tag: &str) -> (PathBuf, PathBuf) {
-    let dir = temp_dir(tag);
+/// Writes a 44x36 training image into a new test folder named after `tag`, and returns the
+/// folder, the image's path and the results folder beside it (not created).
+fn tiny_training_input(tag: &str) -> (TestFolder, PathBuf, PathBuf) {
+    let dir = TestFolder::new(tag);
     let image = dir.join("input.png");
     write_png(&image, 44, 36);
-    (image, dir.join("results"))
+    let results = dir.join("results");
+    (dir, image, results)
 }
 
 /// Returns the arguments of a tiny `train` run on `image` into `results/run`.
@@ -70,7 +65,7 @@ fn tiny_train_args<'a>(image: &'a Path, results: &'a Path) -> Vec<&'a str> {
 
 #[test]
 fn train_then_sample_writes_images() {
-    let dir = temp_dir("ok");
+    let dir = TestFolder::new("ok");
     let image = dir.join("input.png");
     write_png(&image, 44, 36);
     let results = dir.join("results");
@@ -108,7 +103,7 @@ fn train_then_sample_writes_images() {
 
 #[test]
 fn sample_rejects_pixel_counts() {
-    let (image, results) = tiny_training_input("pixels");
+    let (_dir, image, results) = tiny_training_input("pixels");
     let args = tiny_train_args(&image, &results);
     assert_eq!(singan(&args).0, 0);
     let (code, _, stderr) = singan(&[
@@ -131,7 +126,7 @@ fn missing_image_names_the_file() {
 
 #[test]
 fn empty_and_garbage_files_are_rejected() {
-    let dir = temp_dir("bad");
+    let dir = TestFolder::new("bad");
     let empty = dir.join("empty.png");
     std::fs::write(&empty, b"").unwrap();
     let (code, _, stderr) = singan(&[
@@ -160,7 +155,7 @@ fn empty_and_garbage_files_are_rejected() {
 
 #[test]
 fn too_small_image_suggests_min_size() {
-    let dir = temp_dir("small");
+    let dir = TestFolder::new("small");
     let image = dir.join("small.png");
     write_png(&image, 20, 18);
     let results = dir.join("results");
@@ -247,7 +242,7 @@ fn negative_seed_of_sample_is_explained() {
 
 #[test]
 fn train_save_name_must_be_plain() {
-    let dir = temp_dir("save-names");
+    let dir = TestFolder::new("save-names");
     let results = dir.join("results");
     let outside = dir.join("outside");
     for name in [
@@ -322,7 +317,7 @@ fn temporary_files(dir: &Path) -> Vec<PathBuf> {
 #[cfg(unix)]
 #[test]
 fn closed_stdout_ends_sample_quietly() {
-    let (image, results) = tiny_training_input("closed-stdout-sample");
+    let (_dir, image, results) = tiny_training_input("closed-stdout-sample");
     assert_eq!(singan(&tiny_train_args(&image, &results)).0, 0);
 
     let out = results.with_file_name("samples");
@@ -355,7 +350,7 @@ fn closed_stdout_ends_sample_quietly() {
 #[cfg(unix)]
 #[test]
 fn closed_stdout_keeps_trained_model() {
-    let (image, results) = tiny_training_input("closed-stdout-train");
+    let (_dir, image, results) = tiny_training_input("closed-stdout-train");
     let mut args = tiny_train_args(&image, &results);
     args.extend(["--device", "cpu"]);
     // `train` writes stdout only after the last scale is saved, for its closing table.
@@ -374,7 +369,7 @@ fn closed_stdout_keeps_trained_model() {
 #[cfg(unix)]
 #[test]
 fn closed_stderr_ends_train_quietly() {
-    let (image, results) = tiny_training_input("closed-stderr-train");
+    let (_dir, image, results) = tiny_training_input("closed-stderr-train");
     let mut args = tiny_train_args(&image, &results);
     args.extend(["--device", "cpu"]);
     let output = singan_with_closed_pipe(&args, false);
@@ -399,7 +394,7 @@ fn write_stopped_run(run: &Path) {
 
 #[test]
 fn stopped_run_names_the_cause() {
-    let dir = temp_dir("stopped");
+    let dir = TestFolder::new("stopped");
     let results = dir.join("results");
     let run = results.join("run");
     write_stopped_run(&run);
@@ -459,7 +454,7 @@ fn stopped_run_names_the_cause() {
 
 #[test]
 fn concurrent_trains_get_own_folders() {
-    let dir = temp_dir("concurrent");
+    let dir = TestFolder::new("concurrent");
     let image = dir.join("input.png");
     write_png(&image, 44, 36);
     let results = dir.join("results");
@@ -488,7 +483,7 @@ fn concurrent_trains_get_own_folders() {
 fn random_seeds_differ_between_runs() {
     // A results folder that is a file stops each run right after it prints its seed, before
     // any training.
-    let dir = temp_dir("random-seed");
+    let dir = TestFolder::new("random-seed");
     let blocker = dir.join("results");
     std::fs::write(&blocker, b"").unwrap();
     let args = [
@@ -529,7 +524,7 @@ fn cuda_device_without_gpu_is_rejected() {
         println!("skipped: a CUDA GPU is present, so --device cuda is accepted");
         return;
     }
-    let (image, results) = tiny_training_input("cuda");
+    let (_dir, image, results) = tiny_training_input("cuda");
     let args = tiny_train_args(&image, &results);
 
     let mut on_cuda = args.clone();
@@ -569,7 +564,7 @@ fn cuda_device_without_gpu_is_rejected() {
 
 #[test]
 fn image_instead_of_run_is_named() {
-    let dir = temp_dir("image-as-run");
+    let dir = TestFolder::new("image-as-run");
     let png = dir.join("picture.png");
     write_png(&png, 44, 36);
     let jpeg = dir.join("picture.jpg");
@@ -645,7 +640,7 @@ fn image_instead_of_run_is_named() {
 
 #[test]
 fn non_image_garbage_keeps_safetensors_error() {
-    let dir = temp_dir("garbage-model");
+    let dir = TestFolder::new("garbage-model");
     let garbage = dir.join("model.safetensors");
     std::fs::write(&garbage, b"this is neither a model nor an image").unwrap();
     let (code, _, stderr) = singan(&["sample", garbage.to_str().unwrap(), "--device", "cpu"]);
@@ -656,7 +651,7 @@ fn non_image_garbage_keeps_safetensors_error() {
 
 #[test]
 fn resume_warns_about_ignored_options() {
-    let (image, results) = tiny_training_input("resume-options");
+    let (_dir, image, results) = tiny_training_input("resume-options");
     assert_eq!(singan(&tiny_train_args(&image, &results)).0, 0);
     let run = results.join("run");
     let run = run.to_str().unwrap();

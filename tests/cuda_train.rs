@@ -29,7 +29,7 @@ use singan::singan::train::{train, TrainJob};
 use singan::Device;
 
 mod common;
-use common::{distance, gpu, read_losses, Quiet};
+use common::{distance, gpu, read_losses, Quiet, TestFolder};
 
 /// Relative tolerance of f32 losses and weights, as for the f32 trace replay.
 const TOLERANCE: f64 = 1e-3;
@@ -70,14 +70,11 @@ fn small_config() -> TrainConfig {
     }
 }
 
-fn run_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("singan-cuda-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn train_on(device: Device, name: &str) -> PathBuf {
-    let dir = run_dir(name);
+/// Trains a run on `device` in a new test folder named `name`, and returns the folder with the
+/// run folder inside it.
+fn train_on(device: Device, name: &str) -> (TestFolder, PathBuf) {
+    let folder = TestFolder::new(name);
+    let dir = folder.join("run");
     let job = TrainJob {
         config: small_config(),
         image: stripes(),
@@ -87,7 +84,7 @@ fn train_on(device: Device, name: &str) -> PathBuf {
     };
     train(&job, false, &mut Quiet, &AtomicBool::new(false))
         .unwrap_or_else(|error| panic!("training on {device} failed: {error}"));
-    dir
+    (folder, dir)
 }
 
 /// Compares the generator states of two models scale by scale. Convolution biases that feed a
@@ -119,8 +116,8 @@ fn assert_generators_close(gpu: &Model<f32>, cpu: &Model<f32>) {
 fn training_on_gpu_matches_cpu() {
     let Some(device) = gpu() else { return };
     let _serial = GPU_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    let cpu_dir = train_on(Device::Cpu, "cpu");
-    let gpu_dir = train_on(device, "gpu");
+    let (_cpu_folder, cpu_dir) = train_on(Device::Cpu, "cpu");
+    let (_gpu_folder, gpu_dir) = train_on(device, "gpu");
 
     let cpu_losses = read_losses(&cpu_dir);
     let gpu_losses = read_losses(&gpu_dir);
@@ -177,9 +174,6 @@ fn training_on_gpu_matches_cpu() {
     assert_eq!(gpu_sample.device(), device);
     let error = distance(&gpu_sample.to_f64_vec(), &cpu_sample.to_f64_vec());
     assert!(error <= TOLERANCE, "samples differ by {error:.3e}");
-
-    let _ = std::fs::remove_dir_all(&cpu_dir);
-    let _ = std::fs::remove_dir_all(&gpu_dir);
 }
 
 /// Runs `iterations` training iterations of one scale on the GPU the way the trainer does.

@@ -12,6 +12,9 @@ use singan::singan::loss::gradient_penalty;
 use singan::singan::model::{Discriminator, NetConfig};
 use singan::tensor::Tensor;
 
+mod common;
+use common::TestFolder;
+
 fn shared_fixtures() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
     if dir.is_dir() {
@@ -20,13 +23,6 @@ fn shared_fixtures() -> Option<PathBuf> {
         eprintln!("skipped: reference fixtures not found at {}", dir.display());
         None
     }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("singan-fixtures-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]
@@ -166,7 +162,7 @@ fn write_critic_file(path: &Path, width: usize, h: usize, w: usize) {
 
 #[test]
 fn critic_file_of_other_width_passes() {
-    let dir = temp_dir("width");
+    let dir = TestFolder::new("width");
     write_critic_file(&dir.join("critic_wide.safetensors"), 8, 17, 23);
     let report = check_dir(&dir).unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -177,7 +173,7 @@ fn critic_file_of_other_width_passes() {
 
 #[test]
 fn garbage_file_is_reported_not_panicked() {
-    let dir = temp_dir("garbage");
+    let dir = TestFolder::new("garbage");
     std::fs::write(
         dir.join("broken.safetensors"),
         b"definitely not a safetensors file",
@@ -197,7 +193,7 @@ fn garbage_file_is_reported_not_panicked() {
 fn truncated_file_is_reported() {
     let Some(dir) = shared_fixtures() else { return };
     let bytes = std::fs::read(dir.join("conv2d.safetensors")).unwrap();
-    let out = temp_dir("truncated");
+    let out = TestFolder::new("truncated");
     std::fs::write(out.join("conv2d.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
     let report = check_dir(&out).unwrap();
     assert_eq!(report.errors.len(), 1, "{}", report.render());
@@ -205,7 +201,7 @@ fn truncated_file_is_reported() {
 
 #[test]
 fn unknown_layout_is_reported() {
-    let dir = temp_dir("unknown");
+    let dir = TestFolder::new("unknown");
     write_safetensors(
         &dir.join("other.safetensors"),
         &[("something".into(), Tensor::zeros([2]))],
@@ -225,7 +221,7 @@ fn missing_or_empty_folder_is_an_error() {
     let missing = std::env::temp_dir().join("singan-no-such-fixture-folder");
     let error = check_dir(&missing).unwrap_err().to_string();
     assert!(error.contains("cannot list"), "{error}");
-    let empty = temp_dir("empty");
+    let empty = TestFolder::new("empty");
     let error = check_dir(&empty).unwrap_err().to_string();
     assert!(error.contains("no .safetensors"), "{error}");
 }

@@ -2,36 +2,14 @@
 //! rejected, while complete files, EXIF thumbnails and bytes after the end-of-image marker
 //! load as before. Every input file is written by the test into a temporary folder.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use image::codecs::jpeg::JpegEncoder;
 use image::{DynamicImage, ImageBuffer, Rgb};
 use singan::singan::image_io::{load_image, AlphaBackground, ImageIoError, Planes};
 
-/// Temporary folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("singan-image-input-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn write(&self, file: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(file);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TestFolder;
 
 const MOUNTAINS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -166,7 +144,7 @@ fn mountains_cuts_rejected() {
         eprintln!("skipping: sample image not found at {MOUNTAINS}");
         return;
     };
-    let dir = TempDir::new("mountains");
+    let dir = TestFolder::new("mountains");
     let full = dir.write("full.jpg", &bytes);
     let planes = load(&full).unwrap();
     assert_eq!((planes.height, planes.width), (366, 585));
@@ -185,7 +163,7 @@ fn mountains_cuts_rejected() {
 
 #[test]
 fn every_prefix_rejected() {
-    let dir = TempDir::new("prefixes");
+    let dir = TestFolder::new("prefixes");
     let jpeg = textured_jpeg();
     let stuffed = jpeg.windows(2).filter(|pair| pair == &[0xFF, 0x00]).count();
     assert!(stuffed > 0, "the test image has no stuffed bytes");
@@ -200,7 +178,7 @@ fn every_prefix_rejected() {
 
 #[test]
 fn progressive_restart_prefixes_rejected() {
-    let dir = TempDir::new("progressive");
+    let dir = TestFolder::new("progressive");
     let jpeg = PROGRESSIVE_RESTART_JPEG;
     let planes = load(&dir.write("full.jpg", &jpeg)).unwrap();
     assert_eq!((planes.height, planes.width), (16, 16));
@@ -213,7 +191,7 @@ fn progressive_restart_prefixes_rejected() {
 
 #[test]
 fn thumbnail_end_marker_ignored() {
-    let dir = TempDir::new("thumbnail");
+    let dir = TestFolder::new("thumbnail");
     let thumbnail = PROGRESSIVE_RESTART_JPEG;
     let jpeg = with_exif_thumbnail(&textured_jpeg(), &thumbnail);
     let planes = load(&dir.write("full.jpg", &jpeg)).unwrap();
@@ -240,7 +218,7 @@ fn thumbnail_end_marker_ignored() {
 
 #[test]
 fn bytes_after_end_accepted() {
-    let dir = TempDir::new("trailing");
+    let dir = TestFolder::new("trailing");
     let jpeg = textured_jpeg();
     let expected = load(&dir.write("plain.jpg", &jpeg)).unwrap();
 
@@ -264,7 +242,7 @@ fn bytes_after_end_accepted() {
 
 #[test]
 fn bad_segment_length_rejected() {
-    let dir = TempDir::new("length");
+    let dir = TestFolder::new("length");
     let mut jpeg = textured_jpeg();
     // The first segment after the start-of-image marker gets length 1, below its own 2 bytes.
     jpeg[4..6].copy_from_slice(&1u16.to_be_bytes());

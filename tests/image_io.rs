@@ -11,37 +11,8 @@ use singan::singan::image_io::{
     write_atomic, AlphaBackground, ImageIoError, MaskOptions, Planes, GRID_COLUMNS,
 };
 
-/// Temporary folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("singan-image-io-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-
-    fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TestFolder;
 
 fn unit8(v: f64) -> f32 {
     (2.0 * v / 255.0 - 1.0) as f32
@@ -72,8 +43,8 @@ fn assert_rgb(planes: &Planes<f32>, y: usize, x: usize, expected: [f32; 3], cont
     }
 }
 
-fn save(dir: &TempDir, name: &str, image: &DynamicImage, format: ImageFormat) -> PathBuf {
-    let path = dir.path(name);
+fn save(dir: &Path, name: &str, image: &DynamicImage, format: ImageFormat) -> PathBuf {
+    let path = dir.join(name);
     image.save_with_format(&path, format).unwrap();
     path
 }
@@ -161,7 +132,7 @@ fn png_builder_sanity() {
 
 #[test]
 fn load_grey8_png() {
-    let dir = TempDir::new("grey8");
+    let dir = TestFolder::new("grey8");
     let values = [0u8, 51, 102, 153, 204, 255];
     let image = ImageBuffer::<Luma<u8>, _>::from_raw(3, 2, values.to_vec()).unwrap();
     let path = save(
@@ -182,7 +153,7 @@ fn load_grey8_png() {
 
 #[test]
 fn load_grey_alpha8_png() {
-    let dir = TempDir::new("greyalpha8");
+    let dir = TestFolder::new("greyalpha8");
     // (grey, alpha): opaque, transparent, half.
     let pixels = vec![100u8, 255, 100, 0, 100, 128];
     let image = ImageBuffer::<LumaA<u8>, _>::from_raw(3, 1, pixels).unwrap();
@@ -208,7 +179,7 @@ fn load_grey_alpha8_png() {
 
 #[test]
 fn load_rgb8_png() {
-    let dir = TempDir::new("rgb8");
+    let dir = TestFolder::new("rgb8");
     let pixels = vec![255u8, 0, 0, 0, 128, 0, 10, 20, 30, 0, 0, 255];
     let image = ImageBuffer::<Rgb<u8>, _>::from_raw(2, 2, pixels.clone()).unwrap();
     let path = save(
@@ -227,7 +198,7 @@ fn load_rgb8_png() {
 
 #[test]
 fn load_rgba8_png() {
-    let dir = TempDir::new("rgba8");
+    let dir = TestFolder::new("rgba8");
     let pixels = vec![200u8, 100, 50, 255, 200, 100, 50, 0, 200, 100, 50, 64];
     let image = ImageBuffer::<Rgba<u8>, _>::from_raw(3, 1, pixels).unwrap();
     let path = save(
@@ -257,7 +228,7 @@ fn alpha_background_default_white() {
 
 #[test]
 fn load_grey16_png() {
-    let dir = TempDir::new("grey16");
+    let dir = TestFolder::new("grey16");
     let values = vec![0u16, 1, 32768, 65535];
     let image = ImageBuffer::<Luma<u16>, _>::from_raw(2, 2, values.clone()).unwrap();
     let path = save(
@@ -277,7 +248,7 @@ fn load_grey16_png() {
 
 #[test]
 fn load_grey_alpha16_png() {
-    let dir = TempDir::new("greyalpha16");
+    let dir = TestFolder::new("greyalpha16");
     let pixels = vec![1000u16, 65535, 1000, 0, 1000, 16384];
     let image = ImageBuffer::<LumaA<u16>, _>::from_raw(3, 1, pixels).unwrap();
     let path = save(
@@ -297,7 +268,7 @@ fn load_grey_alpha16_png() {
 
 #[test]
 fn load_rgb16_png() {
-    let dir = TempDir::new("rgb16");
+    let dir = TestFolder::new("rgb16");
     let pixels = vec![65535u16, 0, 12345, 300, 40000, 65535];
     let image = ImageBuffer::<Rgb<u16>, _>::from_raw(2, 1, pixels.clone()).unwrap();
     let path = save(
@@ -315,7 +286,7 @@ fn load_rgb16_png() {
 
 #[test]
 fn load_rgba16_png() {
-    let dir = TempDir::new("rgba16");
+    let dir = TestFolder::new("rgba16");
     let pixels = vec![60000u16, 30000, 100, 65535, 60000, 30000, 100, 0];
     let image = ImageBuffer::<Rgba<u16>, _>::from_raw(2, 1, pixels).unwrap();
     let path = save(
@@ -337,7 +308,7 @@ fn load_rgba16_png() {
 
 #[test]
 fn load_palette8_png() {
-    let dir = TempDir::new("palette8");
+    let dir = TestFolder::new("palette8");
     let palette = vec![255, 0, 0, 0, 255, 0, 0, 0, 255, 40, 80, 120];
     // Entries 0 and 1 have alpha; entries 2 and 3 are opaque (tRNS shorter than the palette).
     let transparency = vec![255, 0];
@@ -349,7 +320,7 @@ fn load_palette8_png() {
         &[vec![0, 1, 2, 3]],
         &[(b"PLTE", palette), (b"tRNS", transparency)],
     );
-    let path = dir.path("palette8.png");
+    let path = dir.join("palette8.png");
     std::fs::write(&path, png).unwrap();
     let white = load_image(&path, AlphaBackground::White).unwrap();
     assert_eq!((white.height, white.width), (1, 4));
@@ -369,11 +340,11 @@ fn load_palette8_png() {
 
 #[test]
 fn load_palette2bit_png() {
-    let dir = TempDir::new("palette2");
+    let dir = TestFolder::new("palette2");
     let palette = vec![0, 0, 0, 255, 255, 255, 10, 200, 30, 90, 90, 90];
     // Indices 3, 2, 1, 0 packed MSB first in one byte.
     let png = build_png(4, 1, 2, 3, &[vec![0b11_10_01_00]], &[(b"PLTE", palette)]);
-    let path = dir.path("palette2.png");
+    let path = dir.join("palette2.png");
     std::fs::write(&path, png).unwrap();
     let planes = load_image(&path, AlphaBackground::White).unwrap();
     assert_rgb(&planes, 0, 0, [90.0; 3].map(unit8), "index 3");
@@ -384,9 +355,9 @@ fn load_palette2bit_png() {
 
 #[test]
 fn load_grey1bit_png() {
-    let dir = TempDir::new("grey1");
+    let dir = TestFolder::new("grey1");
     let png = build_png(8, 1, 1, 0, &[vec![0b1010_0000]], &[]);
-    let path = dir.path("grey1.png");
+    let path = dir.join("grey1.png");
     std::fs::write(&path, png).unwrap();
     let planes = load_image(&path, AlphaBackground::White).unwrap();
     let row: Vec<f32> = (0..8).map(|x| planes.get(0, 0, x)).collect();
@@ -461,8 +432,8 @@ fn assert_colour_near(planes: &Planes<f32>, y: usize, x: usize, expected: [f32; 
 
 #[test]
 fn load_rgb_jpeg() {
-    let dir = TempDir::new("jpeg");
-    let path = dir.path("plain.jpg");
+    let dir = TestFolder::new("jpeg");
+    let path = dir.join("plain.jpg");
     std::fs::write(&path, jpeg_bytes(&red_blue())).unwrap();
     let planes = load_image(&path, AlphaBackground::White).unwrap();
     assert_eq!((planes.channels, planes.height, planes.width), (3, 16, 32));
@@ -472,9 +443,9 @@ fn load_rgb_jpeg() {
 
 #[test]
 fn load_grey_jpeg() {
-    let dir = TempDir::new("greyjpeg");
+    let dir = TestFolder::new("greyjpeg");
     let image = DynamicImage::ImageLuma8(ImageBuffer::from_pixel(16, 8, Luma([100u8])));
-    let path = dir.path("grey.jpg");
+    let path = dir.join("grey.jpg");
     std::fs::write(&path, jpeg_bytes(&image)).unwrap();
     let planes = load_image(&path, AlphaBackground::White).unwrap();
     let x = unit8(100.0);
@@ -483,7 +454,7 @@ fn load_grey_jpeg() {
 
 #[test]
 fn jpeg_exif_orientation() {
-    let dir = TempDir::new("exif");
+    let dir = TestFolder::new("exif");
     let jpeg = jpeg_bytes(&red_blue());
     // (EXIF value, expected height x width, colour at top-left area, colour at bottom-right).
     let cases = [
@@ -494,7 +465,7 @@ fn jpeg_exif_orientation() {
         (8, (32, 16), BLUE, RED),
     ];
     for (orientation, size, top_left, bottom_right) in cases {
-        let path = dir.path(&format!("orientation{orientation}.jpg"));
+        let path = dir.join(format!("orientation{orientation}.jpg"));
         std::fs::write(&path, with_exif_orientation(&jpeg, orientation)).unwrap();
         let planes = load_image(&path, AlphaBackground::White).unwrap();
         let context = format!("orientation {orientation}");
@@ -523,8 +494,8 @@ fn assert_error_names_path(error: &ImageIoError, path: &Path) {
 
 #[test]
 fn missing_file_error() {
-    let dir = TempDir::new("missing");
-    let path = dir.path("absent.png");
+    let dir = TestFolder::new("missing");
+    let path = dir.join("absent.png");
     let error = load_image(&path, AlphaBackground::White).unwrap_err();
     assert!(matches!(error, ImageIoError::NotFound { .. }), "{error}");
     assert_error_names_path(&error, &path);
@@ -532,8 +503,8 @@ fn missing_file_error() {
 
 #[test]
 fn empty_file_error() {
-    let dir = TempDir::new("empty");
-    let path = dir.path("empty.png");
+    let dir = TestFolder::new("empty");
+    let path = dir.join("empty.png");
     std::fs::write(&path, b"").unwrap();
     let error = load_image(&path, AlphaBackground::White).unwrap_err();
     assert!(matches!(error, ImageIoError::EmptyFile { .. }), "{error}");
@@ -542,8 +513,8 @@ fn empty_file_error() {
 
 #[test]
 fn garbage_file_error() {
-    let dir = TempDir::new("garbage");
-    let path = dir.path("garbage.png");
+    let dir = TestFolder::new("garbage");
+    let path = dir.join("garbage.png");
     std::fs::write(&path, b"this is not an image, only some text bytes").unwrap();
     let error = load_image(&path, AlphaBackground::White).unwrap_err();
     assert!(
@@ -555,8 +526,8 @@ fn garbage_file_error() {
 
 #[test]
 fn png_signature_garbage_error() {
-    let dir = TempDir::new("badpng");
-    let path = dir.path("bad.png");
+    let dir = TestFolder::new("badpng");
+    let path = dir.join("bad.png");
     let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
     bytes.extend_from_slice(&[0xAB; 64]);
     std::fs::write(&path, bytes).unwrap();
@@ -567,17 +538,17 @@ fn png_signature_garbage_error() {
 
 #[test]
 fn truncated_png_error() {
-    let dir = TempDir::new("truncated");
+    let dir = TestFolder::new("truncated");
     let image = ImageBuffer::from_fn(32, 32, |x, y| {
         Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, (x ^ y) as u8 * 8])
     });
-    let full = dir.path("full.png");
+    let full = dir.join("full.png");
     DynamicImage::ImageRgb8(image)
         .save_with_format(&full, ImageFormat::Png)
         .unwrap();
     let bytes = std::fs::read(&full).unwrap();
     for keep in [bytes.len() / 2, bytes.len() - 13, 40] {
-        let path = dir.path(&format!("truncated{keep}.png"));
+        let path = dir.join(format!("truncated{keep}.png"));
         std::fs::write(&path, &bytes[..keep]).unwrap();
         let error = load_image(&path, AlphaBackground::White).unwrap_err();
         assert!(
@@ -592,8 +563,8 @@ fn truncated_png_error() {
 fn oversized_png_rejected_before_decoding() {
     // The header claims 20000x20000 pixels (400 megapixels) over one short scanline, so a
     // decoder that allocated before checking the size would need gigabytes.
-    let dir = TempDir::new("oversized");
-    let path = dir.path("huge.png");
+    let dir = TestFolder::new("oversized");
+    let path = dir.join("huge.png");
     std::fs::write(&path, build_png(20_000, 20_000, 8, 0, &[vec![0; 100]], &[])).unwrap();
     let error = load_image(&path, AlphaBackground::White).unwrap_err();
     assert!(
@@ -613,9 +584,9 @@ fn oversized_png_rejected_before_decoding() {
 
 #[test]
 fn truncated_jpeg_error() {
-    let dir = TempDir::new("truncatedjpeg");
+    let dir = TestFolder::new("truncatedjpeg");
     let bytes = jpeg_bytes(&red_blue());
-    let path = dir.path("truncated.jpg");
+    let path = dir.join("truncated.jpg");
     std::fs::write(&path, &bytes[..20]).unwrap();
     let error = load_image(&path, AlphaBackground::White).unwrap_err();
     assert!(
@@ -626,7 +597,7 @@ fn truncated_jpeg_error() {
 
 #[test]
 fn gif_unsupported_error() {
-    let dir = TempDir::new("gif");
+    let dir = TestFolder::new("gif");
     let image = DynamicImage::ImageRgba8(ImageBuffer::from_pixel(4, 4, Rgba([1u8, 2, 3, 255])));
     let path = save(&dir, "image.gif", &image, ImageFormat::Gif);
     let error = load_image(&path, AlphaBackground::White).unwrap_err();
@@ -639,8 +610,8 @@ fn gif_unsupported_error() {
 
 #[test]
 fn directory_path_error() {
-    let dir = TempDir::new("directory");
-    let error = load_image(&dir.0, AlphaBackground::White).unwrap_err();
+    let dir = TestFolder::new("directory");
+    let error = load_image(&dir, AlphaBackground::White).unwrap_err();
     assert!(matches!(error, ImageIoError::Folder { .. }), "{error}");
     assert!(error.to_string().contains("is a folder"), "{error}");
 }
@@ -684,14 +655,14 @@ fn byte_grid_planes(channels: usize, height: usize, width: usize) -> Planes<f32>
 
 #[test]
 fn save_png_round_trip() {
-    let dir = TempDir::new("roundtrip");
-    let path = dir.path("out.png");
+    let dir = TestFolder::new("roundtrip");
+    let path = dir.join("out.png");
     let planes = byte_grid_planes(3, 9, 14);
     save_png(&path, &planes).unwrap();
     let loaded = load_image(&path, AlphaBackground::White).unwrap();
     assert_eq!(loaded, planes);
     assert_eq!(
-        dir.entries(),
+        dir.entry_names(),
         vec!["out.png".to_string()],
         "no temporary file is left"
     );
@@ -699,8 +670,8 @@ fn save_png_round_trip() {
 
 #[test]
 fn save_png_grey_round_trip() {
-    let dir = TempDir::new("greyroundtrip");
-    let path = dir.path("grey.png");
+    let dir = TestFolder::new("greyroundtrip");
+    let path = dir.join("grey.png");
     let planes = byte_grid_planes(1, 5, 7);
     save_png(&path, &planes).unwrap();
     let decoded = image::open(&path).unwrap();
@@ -713,8 +684,8 @@ fn save_png_grey_round_trip() {
 
 #[test]
 fn save_png_clamps_values() {
-    let dir = TempDir::new("clamp");
-    let path = dir.path("clamp.png");
+    let dir = TestFolder::new("clamp");
+    let path = dir.join("clamp.png");
     let planes = Planes::new(3, 1, 2, vec![-3.0, 4.0, 0.0, f32::NAN, 1.0, -1.0]).unwrap();
     save_png(&path, &planes).unwrap();
     let decoded = image::open(&path).unwrap().to_rgb8();
@@ -723,20 +694,20 @@ fn save_png_clamps_values() {
 
 #[test]
 fn save_png_overwrites_atomically() {
-    let dir = TempDir::new("overwrite");
-    let path = dir.path("image.png");
+    let dir = TestFolder::new("overwrite");
+    let path = dir.join("image.png");
     std::fs::write(&path, b"old content").unwrap();
     let planes = byte_grid_planes(3, 4, 4);
     save_png(&path, &planes).unwrap();
     assert_eq!(load_image(&path, AlphaBackground::White).unwrap(), planes);
-    assert_eq!(dir.entries(), vec!["image.png".to_string()]);
+    assert_eq!(dir.entry_names(), vec!["image.png".to_string()]);
 }
 
 #[test]
 fn save_png_concurrent_reader() {
     // A reader running alongside repeated writes always loads one complete PNG.
-    let dir = TempDir::new("concurrent");
-    let path = dir.path("live.png");
+    let dir = TestFolder::new("concurrent");
+    let path = dir.join("live.png");
     let first = byte_grid_planes(3, 120, 160);
     let mut second = first.clone();
     for value in &mut second.data {
@@ -760,21 +731,21 @@ fn save_png_concurrent_reader() {
         );
     }
     writer.join().unwrap();
-    assert_eq!(dir.entries(), vec!["live.png".to_string()]);
+    assert_eq!(dir.entry_names(), vec!["live.png".to_string()]);
 }
 
 #[test]
 fn save_png_failure_leaves_no_temp() {
-    let dir = TempDir::new("failure");
+    let dir = TestFolder::new("failure");
     // The target is an existing folder, so the final rename fails.
-    let target = dir.path("taken");
+    let target = dir.join("taken");
     std::fs::create_dir(&target).unwrap();
     let error = save_png(&target, &byte_grid_planes(3, 2, 2)).unwrap_err();
     assert!(matches!(error, ImageIoError::Write { .. }), "{error}");
     assert_error_names_path(&error, &target);
     assert!(target.is_dir(), "the folder is untouched");
     assert_eq!(
-        dir.entries(),
+        dir.entry_names(),
         vec!["taken".to_string()],
         "no temporary file is left"
     );
@@ -782,8 +753,8 @@ fn save_png_failure_leaves_no_temp() {
 
 #[test]
 fn save_png_missing_folder_error() {
-    let dir = TempDir::new("nofolder");
-    let path = dir.path("absent/out.png");
+    let dir = TestFolder::new("nofolder");
+    let path = dir.join("absent/out.png");
     let error = save_png(&path, &byte_grid_planes(3, 2, 2)).unwrap_err();
     assert!(matches!(error, ImageIoError::Write { .. }), "{error}");
     assert!(!path.exists());
@@ -791,8 +762,8 @@ fn save_png_missing_folder_error() {
 
 #[test]
 fn save_png_rejects_shapes() {
-    let dir = TempDir::new("shapes");
-    let path = dir.path("bad.png");
+    let dir = TestFolder::new("shapes");
+    let path = dir.join("bad.png");
     let two = Planes::filled(2, 3, 3, 0.0f32);
     let error = save_png(&path, &two).unwrap_err();
     assert!(
@@ -810,8 +781,8 @@ fn save_png_rejects_shapes() {
 
 #[test]
 fn encode_png_matches_file() {
-    let dir = TempDir::new("encode");
-    let path = dir.path("same.png");
+    let dir = TestFolder::new("encode");
+    let path = dir.join("same.png");
     let planes = byte_grid_planes(3, 6, 5);
     let bytes = encode_png(&path, &planes).unwrap();
     save_png(&path, &planes).unwrap();
@@ -820,12 +791,12 @@ fn encode_png_matches_file() {
 
 #[test]
 fn write_atomic_bytes() {
-    let dir = TempDir::new("atomicbytes");
-    let path = dir.path("data.json");
+    let dir = TestFolder::new("atomicbytes");
+    let path = dir.join("data.json");
     write_atomic(&path, b"{\"a\": 1}").unwrap();
     write_atomic(&path, b"{\"a\": 2}").unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\": 2}");
-    assert_eq!(dir.entries(), vec!["data.json".to_string()]);
+    assert_eq!(dir.entry_names(), vec!["data.json".to_string()]);
 }
 
 fn constant(value: f32, channels: usize, height: usize, width: usize) -> Planes<f32> {
@@ -933,8 +904,8 @@ fn tile_rejects_bad_batches() {
 
 #[test]
 fn tiled_grid_saves() {
-    let dir = TempDir::new("gridsave");
-    let path = dir.path("grid.png");
+    let dir = TestFolder::new("gridsave");
+    let path = dir.join("grid.png");
     let images: Vec<_> = (0..5).map(|_| constant(1.0, 3, 2, 2)).collect();
     save_png(&path, &tile_grid(&images).unwrap()).unwrap();
     let decoded = image::open(&path).unwrap().to_rgb8();
@@ -1105,7 +1076,7 @@ fn square_mask_image(size: u32, start: u32, end: u32, transparent_outside: bool)
 
 #[test]
 fn load_mask_square() {
-    let dir = TempDir::new("mask");
+    let dir = TestFolder::new("mask");
     let path = save(
         &dir,
         "mask.png",
@@ -1136,7 +1107,7 @@ fn load_mask_square() {
 #[test]
 fn load_mask_transparent_outside() {
     // Transparent white outside the square counts as unset, so both files give one mask.
-    let dir = TempDir::new("maskalpha");
+    let dir = TestFolder::new("maskalpha");
     let opaque = save(
         &dir,
         "opaque.png",
@@ -1156,7 +1127,7 @@ fn load_mask_transparent_outside() {
 
 #[test]
 fn load_mask_black_file_error() {
-    let dir = TempDir::new("maskblack");
+    let dir = TestFolder::new("maskblack");
     let image = DynamicImage::ImageRgb8(ImageBuffer::from_pixel(8, 8, Rgb([0u8, 0, 0])));
     let path = save(&dir, "black.png", &image, ImageFormat::Png);
     let error = load_mask(&path, &MaskOptions::EDITING).unwrap_err();

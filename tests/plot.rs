@@ -2,7 +2,6 @@
 //! to a temporary folder that the test creates.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use singan::singan::image_io::ImageIoError;
 use singan::singan::plot::{
@@ -10,46 +9,18 @@ use singan::singan::plot::{
     GLYPH_HEIGHT, GLYPH_WIDTH, PLOT_HEIGHT, PLOT_WIDTH,
 };
 
-/// Temporary folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("singan-plot-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-
-    fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TestFolder;
 
 const WHITE: [u8; 3] = [255, 255, 255];
 const BLACK: [u8; 3] = [0, 0, 0];
 
 /// Writes a chart and decodes it again, checking that it is a PNG of the chart size.
 fn write_and_decode(name: &str, title: &str, series: &[(&str, &[f64])]) -> image::RgbImage {
-    let folder = TempDir::new(name);
-    let path = folder.path("losses.png");
+    let folder = TestFolder::new(name);
+    let path = folder.join("losses.png");
     plot_losses(&path, title, series).unwrap();
-    assert_eq!(folder.entries(), vec!["losses.png".to_string()]);
+    assert_eq!(folder.entry_names(), vec!["losses.png".to_string()]);
 
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(
@@ -199,8 +170,8 @@ fn plot_long_series() {
 
 #[test]
 fn plot_missing_folder_fails() {
-    let folder = TempDir::new("missing");
-    let path = folder.path("absent/losses.png");
+    let folder = TestFolder::new("missing");
+    let path = folder.join("absent/losses.png");
     let error = plot_losses(&path, "t", &[("x", &[1.0, 2.0])]).unwrap_err();
     assert!(matches!(error, ImageIoError::Write { .. }), "{error:?}");
     assert!(error.to_string().contains("absent"), "{error}");

@@ -5,6 +5,9 @@ use singan::singan::image_io::{load_image, save_png, AlphaBackground};
 use singan::singan::pyramid::{build_real_pyramid, Pyramid, PyramidConfig};
 use singan::singan::sample_image::{sample_image, sample_image_size, SAMPLE_HEIGHT, SAMPLE_WIDTH};
 
+mod common;
+use common::TestFolder;
+
 /// Mean of channel `c` over rows `rows`.
 fn channel_mean(c: usize, rows: std::ops::Range<usize>) -> f64 {
     let image = sample_image();
@@ -106,13 +109,11 @@ fn sample_builds_real_images() {
 
 #[test]
 fn sample_png_round_trip() {
-    let folder = std::env::temp_dir().join(format!("singan-sample-image-{}", std::process::id()));
-    std::fs::create_dir_all(&folder).unwrap();
+    let folder = TestFolder::new("png-round-trip");
     let path = folder.join("sample.png");
     let image = sample_image();
     save_png(&path, &image).unwrap();
     let loaded = load_image(&path, AlphaBackground::White).unwrap();
-    std::fs::remove_dir_all(&folder).unwrap();
 
     assert_eq!((loaded.height, loaded.width), sample_image_size());
     let max_error = image

@@ -15,7 +15,7 @@ use singan::singan::train::{train, Reporter, TrainJob};
 use singan::Device;
 
 mod common;
-use common::read_losses;
+use common::{read_losses, TestFolder};
 
 /// Draws a 40x52 image with smooth colour gradients and a few discs.
 fn test_image() -> Planes<f32> {
@@ -53,10 +53,12 @@ fn small_config(loss: LossKind) -> TrainConfig {
     }
 }
 
-fn run_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("singan-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// Creates a test folder for `name` and returns it with the path of a run folder inside it,
+/// which training creates.
+fn run_dir(name: &str) -> (TestFolder, PathBuf) {
+    let folder = TestFolder::new(name);
+    let run = folder.join("run");
+    (folder, run)
 }
 
 /// Records what the trainer reports, and can request a stop after a given scale.
@@ -107,7 +109,7 @@ fn png_size(path: &Path) -> (u32, u32) {
 }
 
 fn check_run(loss: LossKind) {
-    let dir = run_dir(&format!("{loss:?}"));
+    let (_folder, dir) = run_dir(&format!("{loss:?}"));
     let stop = AtomicBool::new(false);
     let (model, summaries) = train(
         &job(small_config(loss), &dir),
@@ -195,7 +197,7 @@ fn bce_run_trains_every_scale() {
 
 #[test]
 fn samples_at_other_sizes_and_start_scale() {
-    let dir = run_dir("sample");
+    let (_folder, dir) = run_dir("sample");
     let stop = AtomicBool::new(false);
     train(
         &job(small_config(LossKind::Wgan), &dir),
@@ -251,7 +253,7 @@ fn resume_matches_uninterrupted_run() {
     static STOP: AtomicBool = AtomicBool::new(false);
     let config = small_config(LossKind::Wgan);
 
-    let whole_dir = run_dir("whole");
+    let (_whole_folder, whole_dir) = run_dir("whole");
     let (whole, _) = train(
         &job(config.clone(), &whole_dir),
         false,
@@ -260,7 +262,7 @@ fn resume_matches_uninterrupted_run() {
     )
     .unwrap();
 
-    let dir = run_dir("resumed");
+    let (_folder, dir) = run_dir("resumed");
     let mut stopper = Recorder {
         stop_after: Some(1),
         stop: Some(&STOP),
@@ -297,7 +299,7 @@ fn resume_matches_uninterrupted_run() {
 
 #[test]
 fn non_finite_loss_stops_with_scale_and_iteration() {
-    let dir = run_dir("nan");
+    let (_folder, dir) = run_dir("nan");
     let mut image = test_image();
     image.data[17] = f32::NAN;
     let job = TrainJob {

@@ -118,11 +118,32 @@ mod tests {
         format!("use {}", run_dir.display())
     }
 
-    fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("singan-run-folder-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
+    /// A guard for a results folder path under the temp dir, which the tests leave to
+    /// `create_run_folder` to create. Dropping the guard removes the folder and every run folder
+    /// in it, also while a failing test unwinds.
+    struct TestFolder(std::path::PathBuf);
+
+    impl TestFolder {
+        fn new(name: &str) -> Self {
+            let folder = format!("singan-run-folder-{}-{name}", std::process::id());
+            let path = std::env::temp_dir().join(folder);
+            let _ = std::fs::remove_dir_all(&path);
+            Self(path)
+        }
+    }
+
+    impl std::ops::Deref for TestFolder {
+        type Target = std::path::Path;
+
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TestFolder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
@@ -143,7 +164,7 @@ mod tests {
 
     #[test]
     fn default_name_skips_existing_entries() {
-        let dir = temp_dir("default");
+        let dir = TestFolder::new("default");
         assert_eq!(
             create_run_folder(&dir, None, "stamp", &hint).unwrap(),
             dir.join("stamp")
@@ -159,12 +180,11 @@ mod tests {
             dir.join("stamp-4")
         );
         assert!(dir.join("stamp-4").is_dir());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn concurrent_default_names_differ() {
-        let dir = temp_dir("concurrent");
+        let dir = TestFolder::new("concurrent");
         let threads = 16;
         // The barrier releases all threads at once, so that their calls overlap.
         let start = std::sync::Barrier::new(threads);
@@ -181,12 +201,11 @@ mod tests {
         });
         let unique: std::collections::BTreeSet<_> = folders.iter().collect();
         assert_eq!(unique.len(), folders.len(), "{folders:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn save_name_must_be_new() {
-        let dir = temp_dir("save");
+        let dir = TestFolder::new("save");
         assert_eq!(
             create_run_folder(&dir, Some("run"), "stamp", &hint).unwrap(),
             dir.join("run")
@@ -221,6 +240,5 @@ mod tests {
         let error = create_run_folder(&dir, Some("../x"), "stamp", &hint).unwrap_err();
         assert!(error.contains("plain folder name"), "{error}");
         assert!(!dir.parent().unwrap().join("x").exists());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -194,3 +194,18 @@ fn gemm_fits(rows: usize, cols: usize, len: usize, strides: (isize, isize)) -> b
 
 impl_element!(f32, DType::F32, KernelDtype::F32, matrixmultiply::sgemm);
 impl_element!(f64, DType::F64, KernelDtype::F64, matrixmultiply::dgemm);
+
+/// Reinterprets `values` as `f32` when `T` is `f32`, for kernels written for `f32` only.
+pub(crate) fn as_f32<T: 'static>(values: &[T]) -> Option<&[f32]> {
+    // SAFETY: the type ids match, so `T` is `f32` and the slice is unchanged.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) })
+}
+
+/// Reinterprets `values` as `f32` when `T` is `f32`, for kernels written for `f32` only.
+pub(crate) fn as_f32_mut<T: 'static>(values: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: the type ids match, so `T` is `f32` and the slice is unchanged.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| unsafe {
+        std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), values.len())
+    })
+}

@@ -123,6 +123,44 @@ const IDLE_NAP: Duration = Duration::from_micros(500);
 /// Stack size of the worker threads: that of a Linux main thread (8 MiB).
 const WORKER_STACK_BYTES: usize = 8 << 20;
 
+/// Runs `body` compiled for AVX-512 when the CPU has it, and as built otherwise.
+///
+/// The crate targets baseline x86-64, so the compiler vectorises loops with 128-bit registers.
+/// Inlined into this call, the body is compiled a second time with AVX-512F enabled, and its
+/// loops may use 512-bit registers. Both copies perform the same IEEE operations in the same
+/// order, because Rust never fuses a multiply and an add on its own, so they give the same
+/// bits for every result that is not NaN (a NaN's sign and payload may differ).
+///
+/// NOTE: the compiler decides whether to inline the body. In the release binary every body
+/// is inlined, but in a test build some batch-norm loops were not, and those then run with
+/// 128-bit registers: still correct, only slower.
+#[inline]
+pub(crate) fn vectorized<R>(body: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if avx512_available() {
+        // SAFETY: the CPU has AVX-512F, which is all that `run_with_avx512` assumes.
+        return unsafe { run_with_avx512(body) };
+    }
+    body()
+}
+
+/// Reports whether this CPU has AVX-512F, detected once.
+pub(crate) fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn run_with_avx512<R>(body: impl FnOnce() -> R) -> R {
+    body()
+}
+
 /// Number of elements one rayon task handles in element-wise kernels.
 ///
 /// Work is split by this fixed size, never by the thread count, so results do not depend on how

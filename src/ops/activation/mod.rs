@@ -10,7 +10,7 @@ pub(crate) mod cuda;
 use crate::autograd::Var;
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::ops::elementwise::{cpu, map_values};
+use crate::ops::elementwise::{cpu, map_values, map_values_libm};
 use crate::tensor::{same_device, Tensor};
 
 /// An activation function, with a CPU closure and a CUDA kernel for each.
@@ -32,9 +32,9 @@ fn activation_values<T: Element>(activation: Activation, x: &Tensor<T>) -> Resul
             let s = T::from_f64(slope);
             map_values(x, move |x| if x > T::ZERO { x } else { x * s })
         }
-        Activation::Tanh => map_values(x, |x| x.tanh()),
-        Activation::Sigmoid => map_values(x, sigmoid),
-        Activation::Softplus => map_values(x, |x| {
+        Activation::Tanh => map_values_libm(x, |x| x.tanh()),
+        Activation::Sigmoid => map_values_libm(x, sigmoid),
+        Activation::Softplus => map_values_libm(x, |x| {
             let positive = if x > T::ZERO { x } else { T::ZERO };
             positive + (-x.abs()).exp().ln_1p()
         }),

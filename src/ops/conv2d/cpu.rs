@@ -233,16 +233,14 @@ pub(super) fn flip_transpose<T: Element>(
     k_h: usize,
     k_w: usize,
 ) -> Vec<T> {
+    // Rotating a kernel by 180 degrees reverses its row-major taps.
+    let taps = k_h * k_w;
     let mut out = vec![T::ZERO; weight.len()];
-    for o in 0..c_out {
-        for i in 0..c_in {
-            for ki in 0..k_h {
-                for kj in 0..k_w {
-                    let src = ((o * c_in + i) * k_h + ki) * k_w + kj;
-                    let dst = ((i * c_out + o) * k_h + (k_h - 1 - ki)) * k_w + (k_w - 1 - kj);
-                    out[dst] = weight[src];
-                }
-            }
+    for (index, kernel) in out.chunks_exact_mut(taps.max(1)).enumerate() {
+        let (i, o) = (index / c_out, index % c_out);
+        let source = &weight[(o * c_in + i) * taps..][..taps];
+        for (value, &tap) in kernel.iter_mut().zip(source.iter().rev()) {
+            *value = tap;
         }
     }
     out

@@ -28,7 +28,8 @@ use rayon::prelude::*;
 use super::winograd_avx512 as avx512;
 use super::winograd_transforms_avx512 as transforms_avx512;
 use super::ConvGeometry;
-use crate::element::Element;
+use crate::element::{as_f32, as_f32_mut, Element};
+use crate::ops::vectorized;
 
 /// Positions of a transformed 4x4 tile.
 pub(super) const POSITIONS: usize = 16;
@@ -53,8 +54,9 @@ const MAX_WEIGHT_GRAD_PARTIALS: usize = 16;
 /// Minimum tasks per image of the forward pass when the image is small enough to need fewer
 /// than [`GROUP_TILES`] tiles per task for it, so that both of two threads get work and
 /// finish close together. An image of 96 tiles (the coarsest critic layers) splits into six
-/// tasks of 16 tiles.
-const MIN_FORWARD_TASKS: usize = 8;
+/// tasks of 16 tiles, and one of 910 tiles (scale 3 of a 250-pixel pyramid) into 15 tasks of
+/// 64, which two threads share more evenly than 8 tasks of 128 (4% faster there).
+const MIN_FORWARD_TASKS: usize = 16;
 
 /// Minimum tasks per image of the weight gradient, for the same reason. Fewer than for the
 /// forward pass, because each task pays a fixed cost to add up its sums' lanes.
@@ -215,26 +217,39 @@ impl<T> Drop for GroupBuffer<T> {
 }
 
 /// Computes `G w G^T` of one 3x3 kernel `w` (row-major), in position order `row * 4 + col`.
-/// Rows of `G` are (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2) and (0, 0, 1).
 fn transform_kernel<T: Element>(w: &[T]) -> [T; POSITIONS] {
+    let taps: [[T; 1]; 9] = std::array::from_fn(|tap| [w[tap]]);
+    transform_kernels(&taps).map(|[value]| value)
+}
+
+/// Computes `G w G^T` of `L` 3x3 kernels at once, lane `l` of every array belonging to kernel
+/// `l`: `taps[t]` holds tap `t` (row-major) and the result position `row * 4 + col`. Rows of
+/// `G` are (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2) and (0, 0, 1). Each lane performs the
+/// same operations in the same order for any `L`, and the lane loops vectorise.
+#[inline]
+fn transform_kernels<T: Element, const L: usize>(taps: &[[T; L]; 9]) -> [[T; L]; POSITIONS] {
     let half = T::from_f64(0.5);
     // G w: 4x3.
-    let mut gw = [[T::ZERO; 3]; 4];
+    let mut gw = [[[T::ZERO; L]; 3]; 4];
     for col in 0..3 {
-        let (top, middle, bottom) = (w[col], w[3 + col], w[6 + col]);
-        gw[0][col] = top;
-        gw[1][col] = half * (top + middle + bottom);
-        gw[2][col] = half * (top - middle + bottom);
-        gw[3][col] = bottom;
+        for l in 0..L {
+            let (top, middle, bottom) = (taps[col][l], taps[3 + col][l], taps[6 + col][l]);
+            gw[0][col][l] = top;
+            gw[1][col][l] = half * (top + middle + bottom);
+            gw[2][col][l] = half * (top - middle + bottom);
+            gw[3][col][l] = bottom;
+        }
     }
     // (G w) G^T: the same combination along the rows.
-    let mut u = [T::ZERO; POSITIONS];
+    let mut u = [[T::ZERO; L]; POSITIONS];
     for (row, values) in gw.iter().enumerate() {
-        let [left, middle, right] = *values;
-        u[row * 4] = left;
-        u[row * 4 + 1] = half * (left + middle + right);
-        u[row * 4 + 2] = half * (left - middle + right);
-        u[row * 4 + 3] = right;
+        for l in 0..L {
+            let (left, middle, right) = (values[0][l], values[1][l], values[2][l]);
+            u[row * 4][l] = left;
+            u[row * 4 + 1][l] = half * (left + middle + right);
+            u[row * 4 + 2][l] = half * (left - middle + right);
+            u[row * 4 + 3][l] = right;
+        }
     }
     u
 }
@@ -288,21 +303,23 @@ fn packed_weights(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
         .for_each(|(block, values)| {
             for first in (0..c_in).step_by(inputs_per_step) {
                 let count = inputs_per_step.min(c_in - first);
-                // Kernel (k, j): input channel first + k, output channel block * 8 + j, in the
-                // packed order of those values.
-                let mut kernels = [[0.0f32; POSITIONS]; KERNEL_TILE];
+                // Lane k * 8 + j: input channel first + k, output channel block * 8 + j, in
+                // the packed order of those values. Lanes past `count` inputs transform zeros.
+                let mut taps = [[0.0f32; KERNEL_TILE]; 9];
                 for k in 0..count {
                     for j in 0..CHANNELS {
                         let pair = (block * CHANNELS + j) * c_in + first + k;
-                        kernels[k * CHANNELS + j] =
-                            transform_kernel(&weight[pair * 9..(pair + 1) * 9]);
+                        for (tap, &value) in weight[pair * 9..(pair + 1) * 9].iter().enumerate() {
+                            taps[tap][k * CHANNELS + j] = value;
+                        }
                     }
                 }
-                for position in 0..POSITIONS {
+                let kernels = vectorized(|| transform_kernels(&taps));
+                for (position, lanes) in kernels.iter().enumerate() {
                     let start = (position * c_in + first) * CHANNELS;
                     let run = &mut values[start..start + count * CHANNELS];
-                    for (value, kernel) in run.iter_mut().zip(&kernels) {
-                        value.write(kernel[position]);
+                    for (value, &lane) in run.iter_mut().zip(lanes) {
+                        value.write(lane);
                     }
                 }
             }
@@ -417,8 +434,22 @@ fn load_row<T: Element>(
     }
 }
 
-/// Per-task scratch rows of the portable transforms, split into even and odd columns.
-struct Scratch<T> {
+/// Per-task scratch rows of the portable transforms, allocated on first use: the AVX-512
+/// transforms need none, and their tasks would otherwise pay for the allocations.
+struct Scratch<T>(Option<ScratchRows<T>>);
+
+impl<T: Element> Scratch<T> {
+    fn new() -> Self {
+        Scratch(None)
+    }
+
+    fn rows(&mut self) -> &mut ScratchRows<T> {
+        self.0.get_or_insert_with(ScratchRows::new)
+    }
+}
+
+/// Scratch rows of the portable transforms, split into even and odd columns.
+struct ScratchRows<T> {
     even: [Vec<T>; 4],
     odd: [Vec<T>; 4],
     combined_even: [Vec<T>; 4],
@@ -427,10 +458,10 @@ struct Scratch<T> {
     lines: [Vec<T>; 2],
 }
 
-impl<T: Element> Scratch<T> {
+impl<T: Element> ScratchRows<T> {
     fn new() -> Self {
         let rows = || std::array::from_fn(|_| vec![T::ZERO; BLOCK + 1]);
-        Scratch {
+        ScratchRows {
             even: rows(),
             odd: rows(),
             combined_even: rows(),
@@ -495,21 +526,6 @@ fn output_planes(g: &ConvGeometry) -> transforms_avx512::Planes {
     }
 }
 
-/// Reinterprets `values` as `f32` when `T` is `f32`.
-fn as_f32<T: 'static>(values: &[T]) -> Option<&[f32]> {
-    // SAFETY: the type ids match, so `T` is `f32` and the slice is unchanged.
-    (TypeId::of::<T>() == TypeId::of::<f32>())
-        .then(|| unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), values.len()) })
-}
-
-/// Reinterprets `values` as `f32` when `T` is `f32`.
-fn as_f32_mut<T: 'static>(values: &mut [T]) -> Option<&mut [f32]> {
-    // SAFETY: the type ids match, so `T` is `f32` and the slice is unchanged.
-    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| unsafe {
-        std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), values.len())
-    })
-}
-
 /// Writes `B^T d B` of the `count` tiles from tile `first` of one image into `v_block`, the
 /// block's `[channel][position][lane]` values. Rows of `B^T` are (1, 0, -1, 0), (0, 1, 1, 0),
 /// (0, -1, 1, 0) and (0, 1, 0, -1).
@@ -538,7 +554,7 @@ fn transform_input_block<T: Element>(
         v_block.fill(T::ZERO);
     }
     for part in parts.as_slice() {
-        transform_input_part(image, g, part, v_block, scratch);
+        transform_input_part(image, g, part, v_block, scratch.rows());
     }
 }
 
@@ -548,7 +564,7 @@ fn transform_input_part<T: Element>(
     g: &ConvGeometry,
     part: &Part,
     v_block: &mut [T],
-    scratch: &mut Scratch<T>,
+    scratch: &mut ScratchRows<T>,
 ) {
     let plane_len = g.h_in * g.w_in;
     let n = part.len();
@@ -625,6 +641,7 @@ fn transform_gradient_block<T: Element>(
     }
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let out_plane = h_out * w_out;
+    let scratch = scratch.rows();
     for part in parts.as_slice() {
         let n = part.len();
         let (row, col) = (2 * part.row as isize, 2 * part.first_col() as isize);
@@ -710,6 +727,7 @@ unsafe fn untransform_output_block<T: Element>(
     }
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let out_plane = h_out * w_out;
+    let scratch = scratch.rows();
     let [top, bottom] = &mut scratch.lines;
     let rows = (&mut scratch.combined_even, &mut scratch.combined_odd);
     for part in parts.as_slice() {
@@ -1037,12 +1055,14 @@ fn weight_grad_with<T: Element>(
         .par_chunks_mut(SUM_CHUNK)
         .enumerate()
         .for_each(|(index, sums)| {
-            for partial in others.chunks_exact(partial_len) {
-                let values = &partial[index * SUM_CHUNK..][..sums.len()];
-                for (sum, &value) in sums.iter_mut().zip(values) {
-                    *sum += value;
+            vectorized(|| {
+                for partial in others.chunks_exact(partial_len) {
+                    let values = &partial[index * SUM_CHUNK..][..sums.len()];
+                    for (sum, &value) in sums.iter_mut().zip(values) {
+                        *sum += value;
+                    }
                 }
-            }
+            })
         });
     // Transform the kernels back, output channels in parallel.
     let total = &*total;

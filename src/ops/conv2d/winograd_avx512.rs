@@ -53,14 +53,8 @@ pub fn weight_grad_applies() -> bool {
     cpu_has_avx512()
 }
 
-#[cfg(target_arch = "x86_64")]
 fn cpu_has_avx512() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn cpu_has_avx512() -> bool {
-    false
+    crate::ops::avx512_available()
 }
 
 /// Rearranges position-major weights `u[(position * c_out + o) * c_in + i]` into blocks of

@@ -23,14 +23,8 @@ use std::arch::x86_64::{
 use super::winograd::{Part, BLOCK as LANES, BLOCK_VALUES};
 
 /// Reports whether this CPU runs these kernels.
-#[cfg(target_arch = "x86_64")]
 pub fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-pub fn available() -> bool {
-    false
+    crate::ops::avx512_available()
 }
 
 /// Shapes of the image a transform reads or writes: `channels` planes of `height x width`.
@@ -69,15 +63,20 @@ fn indices(values: &[i32; 16]) -> __m512i {
 /// inside the row. The other lanes are zero padding or another part's pixels.
 #[cfg(target_arch = "x86_64")]
 fn window_mask(part: &Part, first_tile: usize, start: isize, width: usize) -> __mmask16 {
-    let mut mask = 0u16;
-    for w in 0..LANES {
-        let tile = first_tile + w / 2;
-        let col = start + w as isize;
-        if (part.first_lane..part.end_lane).contains(&tile) && col >= 0 && col < width as isize {
-            mask |= 1 << w;
-        }
+    // Both conditions hold on a run of lanes: the part's tiles cover lanes
+    // 2 (first_lane - first_tile)..2 (end_lane - first_tile), and the row's columns cover lanes
+    // -start..width - start. The mask is their overlap inside 0..16.
+    let first_tile = first_tile as isize;
+    let low = (2 * (part.first_lane as isize - first_tile))
+        .max(-start)
+        .max(0);
+    let high = (2 * (part.end_lane as isize - first_tile))
+        .min(width as isize - start)
+        .min(LANES as isize);
+    if low >= high {
+        return 0;
     }
-    mask
+    ((1u32 << high) - (1u32 << low)) as __mmask16
 }
 
 /// Location of one part's pixels in a plane: the offset of the window's first column in the
@@ -174,6 +173,13 @@ unsafe fn transform_input_avx512(
     let zero = _mm512_setzero_ps();
     for i in 0..planes.channels {
         let plane = image.as_ptr().wrapping_add(i * plane_len);
+        if i + PREFETCH_CHANNELS < planes.channels {
+            prefetch_rows(
+                plane.wrapping_add(PREFETCH_CHANNELS * plane_len),
+                planes,
+                windows,
+            );
+        }
         // even[r], odd[r]: columns 2j and 2j + 1 of lane j's input row r; even_next[r],
         // odd_next[r]: columns 2j + 2 and 2j + 3.
         let mut even = [zero; 4];
@@ -216,6 +222,32 @@ unsafe fn transform_input_avx512(
                 // caller checked.
                 unsafe { _mm512_storeu_ps(out, value) };
                 out = out.wrapping_add(LANES);
+            }
+        }
+    }
+}
+
+/// Channels ahead of the current one whose rows [`prefetch_rows`] asks the cache for.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_CHANNELS: usize = 4;
+
+/// Asks the cache for the rows that the input transform will load from `plane`: a block
+/// reads 4 short rows from each of dozens of planes, too many streams for the hardware
+/// prefetcher, and the input of a weight gradient is usually no longer in the L2 cache.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn prefetch_rows(plane: *const f32, planes: Planes, windows: &[PartWindows<4, 4>]) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for window in windows {
+        for r in 0..4 {
+            if !window.rows[r] {
+                continue;
+            }
+            let row = plane.wrapping_offset(window.offset + (r * planes.width) as isize);
+            // The windows span columns 0 to 33 from the row's start, 136 bytes, which touch up
+            // to four cache lines: these columns lie on every one of them.
+            for shift in [0, 16, 32, 33] {
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_offset(shift).cast());
             }
         }
     }
@@ -436,4 +468,50 @@ pub unsafe fn untransform_output_block(
     _: Planes,
 ) {
     panic!("the AVX-512 transforms need an x86-64 CPU");
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Computes [`window_mask`] from its definition, one lane at a time.
+    fn lane_by_lane(part: &Part, first_tile: usize, start: isize, width: usize) -> __mmask16 {
+        let mut mask = 0;
+        for w in 0..LANES {
+            let tile = first_tile + w / 2;
+            let col = start + w as isize;
+            if (part.first_lane..part.end_lane).contains(&tile)
+                && (0..width as isize).contains(&col)
+            {
+                mask |= 1 << w;
+            }
+        }
+        mask
+    }
+
+    #[test]
+    fn window_mask_matches_lane_loop() {
+        for first_lane in 0..LANES {
+            for end_lane in first_lane..=LANES {
+                let part = Part {
+                    first_lane,
+                    end_lane,
+                    row: 0,
+                    col: 0,
+                };
+                for first_tile in [0, 8] {
+                    for start in -20..40 {
+                        for width in [0, 1, 5, 16, 33] {
+                            assert_eq!(
+                                window_mask(&part, first_tile, start, width),
+                                lane_by_lane(&part, first_tile, start, width),
+                                "lanes {first_lane}..{end_lane}, tile {first_tile}, \
+                                 start {start}, width {width}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

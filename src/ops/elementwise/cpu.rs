@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::element::Element;
-use crate::ops::CHUNK;
+use crate::ops::{vectorized, CHUNK};
 use crate::tensor::shape::broadcast_strides;
 
 /// Allocates `len` elements and passes them, uninitialised, to `fill`.
@@ -27,17 +27,29 @@ pub(crate) unsafe fn filled_vec<T: Element>(
     out
 }
 
-/// Applies `f` to every element.
+/// Applies `f` to every element, [`CHUNK`] elements per task.
 pub fn map<T: Element>(input: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    map_in_chunks(input, CHUNK, f)
+}
+
+/// Elements per task of [`map_in_chunks`] for functions that call the C math library, such as
+/// `tanh`, which take several nanoseconds per element: a generator's 3-channel output then
+/// splits into tasks for both threads instead of running as one.
+pub const LIBM_CHUNK: usize = 1024;
+
+/// Applies `f` to every element, `chunk` elements per task.
+pub fn map_in_chunks<T: Element>(input: &[T], chunk: usize, f: impl Fn(T) -> T + Sync) -> Vec<T> {
     // SAFETY: the chunks of `out` and `input` have equal lengths, so every element is written.
     unsafe {
         filled_vec(input.len(), |out| {
-            out.par_chunks_mut(CHUNK)
-                .zip(input.par_chunks(CHUNK))
+            out.par_chunks_mut(chunk)
+                .zip(input.par_chunks(chunk))
                 .for_each(|(out, input)| {
-                    for (o, &x) in out.iter_mut().zip(input) {
-                        o.write(f(x));
-                    }
+                    vectorized(|| {
+                        for (o, &x) in out.iter_mut().zip(input) {
+                            o.write(f(x));
+                        }
+                    })
                 })
         })
     }
@@ -52,9 +64,11 @@ pub fn zip_map<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Ve
             out.par_chunks_mut(CHUNK)
                 .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
                 .for_each(|(out, (a, b))| {
-                    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-                        o.write(f(x, y));
-                    }
+                    vectorized(|| {
+                        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                            o.write(f(x, y));
+                        }
+                    })
                 })
         })
     }

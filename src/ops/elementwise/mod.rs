@@ -29,16 +29,6 @@ impl BinaryOp {
             BinaryOp::Div => "div",
         }
     }
-
-    #[inline]
-    fn apply<T: Element>(self, x: T, y: T) -> T {
-        match self {
-            BinaryOp::Add => x + y,
-            BinaryOp::Sub => x - y,
-            BinaryOp::Mul => x * y,
-            BinaryOp::Div => x / y,
-        }
-    }
 }
 
 /// A one-input op of this family, with a CPU closure and a CUDA kernel for each.
@@ -91,7 +81,23 @@ fn binary_values<T: Element>(op: BinaryOp, a: &Tensor<T>, b: &Tensor<T>) -> Resu
         )?;
         return Tensor::from_cuda(out_dims, out);
     }
-    let f = move |x, y| op.apply(x, y);
+    // One loop per op, so that each compiles to vector instructions without a branch per
+    // element.
+    match op {
+        BinaryOp::Add => pair_values(op, a, b, |x, y| x + y),
+        BinaryOp::Sub => pair_values(op, a, b, |x, y| x - y),
+        BinaryOp::Mul => pair_values(op, a, b, |x, y| x * y),
+        BinaryOp::Div => pair_values(op, a, b, |x, y| x / y),
+    }
+}
+
+/// Computes `f(a, b)` element by element on host values, broadcasting when the dims differ.
+fn pair_values<T: Element>(
+    op: BinaryOp,
+    a: &Tensor<T>,
+    b: &Tensor<T>,
+    f: impl Fn(T, T) -> T + Sync,
+) -> Result<Tensor<T>> {
     if a.dims() == b.dims() {
         let data = cpu::zip_map(a.as_slice(), b.as_slice(), f);
         return Tensor::from_vec(a.shape(), data);
@@ -109,6 +115,13 @@ pub(crate) fn add_values<T: Element>(a: &Tensor<T>, b: &Tensor<T>) -> Result<Ten
 /// Applies `f` to every element of a CPU value.
 pub(crate) fn map_values<T: Element>(x: &Tensor<T>, f: impl Fn(T) -> T + Sync) -> Tensor<T> {
     let data = cpu::map(x.as_slice(), f);
+    Tensor::from_vec(x.shape(), data).expect("map keeps the element count")
+}
+
+/// Applies `f`, a function that calls the C math library, to every element of a host value,
+/// in tasks of [`cpu::LIBM_CHUNK`] elements.
+pub(crate) fn map_values_libm<T: Element>(x: &Tensor<T>, f: impl Fn(T) -> T + Sync) -> Tensor<T> {
+    let data = cpu::map_in_chunks(x.as_slice(), cpu::LIBM_CHUNK, f);
     Tensor::from_vec(x.shape(), data).expect("map keeps the element count")
 }
 

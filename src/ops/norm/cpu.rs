@@ -5,10 +5,11 @@
 
 use rayon::prelude::*;
 
-use crate::element::DType;
-use crate::element::Element;
+use crate::element::{as_f32, DType, Element};
 use crate::ops::elementwise::cpu::filled_vec;
+use crate::ops::reduce::avx512;
 use crate::ops::reduce::cpu::{lane_sum, lane_sums};
+use crate::ops::vectorized;
 
 /// Per-channel batch statistics: mean and biased variance over `(N, H, W)`.
 #[derive(Clone, Debug)]
@@ -52,10 +53,13 @@ pub fn channel_stats<T: Element>(x: &[T], dims: [usize; 4]) -> ChannelStats<T> {
             let (mut total, mut squares) = (0.0f64, 0.0f64);
             if one_pass {
                 for_planes(x, c, plane, channel, |_, values| {
-                    let [sum, sum_squares] = lane_sums(values, values, values, |v, _, _| {
-                        let v = v.to_f64();
-                        [v, v * v]
-                    });
+                    let [sum, sum_squares] = match as_f32(values) {
+                        Some(values) if avx512::available() => avx512::value_sums(values),
+                        _ => lane_sums(values, values, values, |v, _, _| {
+                            let v = v.to_f64();
+                            [v, v * v]
+                        }),
+                    };
                     total += sum;
                     squares += sum_squares;
                 });
@@ -104,21 +108,23 @@ pub fn normalize<T: Element>(
                 .zip(x.par_chunks(plane))
                 .enumerate()
                 .for_each(|(index, (y, x))| {
-                    let channel = index % c;
-                    let (a, b) = (scale[channel], shift[channel]);
-                    match slope {
-                        None => {
-                            for (out, &v) in y.iter_mut().zip(x) {
-                                out.write(a * v + b);
+                    vectorized(|| {
+                        let channel = index % c;
+                        let (a, b) = (scale[channel], shift[channel]);
+                        match slope {
+                            None => {
+                                for (out, &v) in y.iter_mut().zip(x) {
+                                    out.write(a * v + b);
+                                }
+                            }
+                            Some(slope) => {
+                                for (out, &v) in y.iter_mut().zip(x) {
+                                    let u = a * v + b;
+                                    out.write(if u > T::ZERO { u } else { u * slope });
+                                }
                             }
                         }
-                        Some(slope) => {
-                            for (out, &v) in y.iter_mut().zip(x) {
-                                let u = a * v + b;
-                                out.write(if u > T::ZERO { u } else { u * slope });
-                            }
-                        }
-                    }
+                    })
                 });
         })
     }
@@ -158,9 +164,15 @@ pub fn backward<T: Element>(
             for image in 0..n {
                 let start = (image * c + channel) * plane;
                 let (g, v) = (&grad_output[start..start + plane], &x[start..start + plane]);
-                let [g_sum, g_xhat_sum] = lane_sums(g, v, v, |g, v, _| {
-                    [g.to_f64(), (g * (v - mean) * inv_std).to_f64()]
-                });
+                let [g_sum, g_xhat_sum] = match (as_f32(g), as_f32(v)) {
+                    (Some(g32), Some(v32)) if avx512::available() => {
+                        let (mean, inv_std) = (mean.to_f64() as f32, inv_std.to_f64() as f32);
+                        avx512::gradient_sums(g32, v32, mean, inv_std)
+                    }
+                    _ => lane_sums(g, v, v, |g, v, _| {
+                        [g.to_f64(), (g * (v - mean) * inv_std).to_f64()]
+                    }),
+                };
                 sum_g += g_sum;
                 sum_g_xhat += g_xhat_sum;
             }
@@ -176,23 +188,25 @@ pub fn backward<T: Element>(
             .par_chunks_mut(plane)
             .enumerate()
             .for_each(|(index, out)| {
-                let channel = index % c;
-                let start = index * plane;
-                let (mean, inv_std) = (
-                    stats.mean[channel],
-                    T::ONE / (stats.var[channel] + eps).sqrt(),
-                );
-                let (sum_g, sum_g_xhat) = sums[channel];
-                let (mean_g, mean_g_xhat) = (sum_g / count, sum_g_xhat / count);
-                let factor = weight[channel] * inv_std;
-                for ((o, &g), &v) in out
-                    .iter_mut()
-                    .zip(&grad_output[start..start + plane])
-                    .zip(&x[start..start + plane])
-                {
-                    let x_hat = (v - mean) * inv_std;
-                    o.write(factor * (g - mean_g - x_hat * mean_g_xhat));
-                }
+                vectorized(|| {
+                    let channel = index % c;
+                    let start = index * plane;
+                    let (mean, inv_std) = (
+                        stats.mean[channel],
+                        T::ONE / (stats.var[channel] + eps).sqrt(),
+                    );
+                    let (sum_g, sum_g_xhat) = sums[channel];
+                    let (mean_g, mean_g_xhat) = (sum_g / count, sum_g_xhat / count);
+                    let factor = weight[channel] * inv_std;
+                    for ((o, &g), &v) in out
+                        .iter_mut()
+                        .zip(&grad_output[start..start + plane])
+                        .zip(&x[start..start + plane])
+                    {
+                        let x_hat = (v - mean) * inv_std;
+                        o.write(factor * (g - mean_g - x_hat * mean_g_xhat));
+                    }
+                })
             });
     };
     // SAFETY: the planes cover the buffer and each is written in full.
@@ -258,13 +272,19 @@ pub fn input_grad_backward<T: Element>(
                     &x[range.clone()],
                     &grad_output[range],
                 );
-                totals[0] += lane_sum(r, |r| r.to_f64());
-                // sum(r x_hat) and sum(r g): r pairs with x, then with g, in one pass.
-                let [r_xhat, r_g] = lane_sums(r, v, g, |r, v, g| {
-                    [(r * (v - mean) * inv_std).to_f64(), (r * g).to_f64()]
-                });
-                totals[1] += r_xhat;
-                totals[2] += r_g;
+                let sums = match (as_f32(r), as_f32(v), as_f32(g)) {
+                    (Some(r32), Some(v32), Some(g32)) if avx512::available() => {
+                        let (mean, inv_std) = (mean.to_f64() as f32, inv_std.to_f64() as f32);
+                        avx512::upstream_sums(r32, v32, g32, mean, inv_std)
+                    }
+                    _ => lane_sums(r, v, g, |r, v, g| {
+                        let products = [r * (v - mean) * inv_std, r * g];
+                        [r.to_f64(), products[0].to_f64(), products[1].to_f64()]
+                    }),
+                };
+                for (total, sum) in totals.iter_mut().zip(sums) {
+                    *total += sum;
+                }
             }
             totals
         })
@@ -322,25 +342,27 @@ pub fn input_grad_backward<T: Element>(
             .zip(plane_slots(&mut grad_g, plane, planes))
             .enumerate()
             .for_each(|(index, (out_x, out_g))| {
-                let k = &coefficients[index % c];
-                let range = index * plane..(index + 1) * plane;
-                let (r, v, g) = (
-                    &upstream[range.clone()],
-                    &x[range.clone()],
-                    &grad_output[range],
-                );
-                if let Some(out_x) = out_x {
-                    let [ax, ar, ag, a0] = k.x;
-                    for (((o, &r), &v), &g) in out_x.iter_mut().zip(r).zip(v).zip(g) {
-                        *o = ax * ((v - k.mean) * k.inv_std) + ar * r + ag * g + a0;
+                vectorized(|| {
+                    let k = &coefficients[index % c];
+                    let range = index * plane..(index + 1) * plane;
+                    let (r, v, g) = (
+                        &upstream[range.clone()],
+                        &x[range.clone()],
+                        &grad_output[range],
+                    );
+                    if let Some(out_x) = out_x {
+                        let [ax, ar, ag, a0] = k.x;
+                        for (((o, &r), &v), &g) in out_x.iter_mut().zip(r).zip(v).zip(g) {
+                            *o = ax * ((v - k.mean) * k.inv_std) + ar * r + ag * g + a0;
+                        }
                     }
-                }
-                if let Some(out_g) = out_g {
-                    let [bx, br, b0] = k.grad_output;
-                    for ((o, &r), &v) in out_g.iter_mut().zip(r).zip(v) {
-                        *o = bx * ((v - k.mean) * k.inv_std) + br * r + b0;
+                    if let Some(out_g) = out_g {
+                        let [bx, br, b0] = k.grad_output;
+                        for ((o, &r), &v) in out_g.iter_mut().zip(r).zip(v) {
+                            *o = bx * ((v - k.mean) * k.inv_std) + br * r + b0;
+                        }
                     }
-                }
+                })
             });
     }
     InputGradGrads {

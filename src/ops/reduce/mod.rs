@@ -3,6 +3,7 @@
 //! [`Var::sum_to`] and [`Var::broadcast_to`] are each other's backward, which is what makes
 //! broadcasting ops differentiable any number of times.
 
+pub(crate) mod avx512;
 pub(crate) mod cpu;
 pub(crate) mod cuda;
 

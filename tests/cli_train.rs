@@ -183,6 +183,12 @@ fn invalid_options_are_rejected() {
     let (code, _, stderr) = singan(&["train", "--kernel-size", "4"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--kernel-size 4"), "{stderr}");
+    let (code, _, stderr) = singan(&["train", "--max-features", "256"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--max-features 256 is above 128"),
+        "{stderr}"
+    );
     let (code, _, stderr) = singan(&["train", "--lr", "-1"]);
     assert_eq!(code, 2);
     assert!(

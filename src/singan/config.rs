@@ -74,6 +74,9 @@ impl Default for TrainConfig {
     }
 }
 
+/// Feature count that no layer exceeds at any scale: the doubling every 4 scales stops here.
+pub const MAX_FEATURES: usize = 128;
+
 impl TrainConfig {
     pub fn pyramid_config(&self) -> PyramidConfig {
         PyramidConfig {
@@ -97,7 +100,11 @@ impl TrainConfig {
 
     /// Feature counts at `scale`: `min(features * 2^floor(scale / 4), 128)` for both bounds.
     pub fn features_at(&self, scale: usize) -> (usize, usize) {
-        let widen = |features: usize| features.saturating_mul(1 << (scale / 4).min(16)).min(128);
+        let widen = |features: usize| {
+            features
+                .saturating_mul(1 << (scale / 4).min(16))
+                .min(MAX_FEATURES)
+        };
         (widen(self.max_features), widen(self.min_features))
     }
 
@@ -135,6 +142,17 @@ impl TrainConfig {
                 "--padding {} must be smaller than half the kernel size {}, or the networks would not shrink their input",
                 self.padding, self.kernel_size
             ));
+        }
+        for (option, value) in [
+            ("--min-features", self.min_features),
+            ("--max-features", self.max_features),
+        ] {
+            if value > MAX_FEATURES {
+                return Err(format!(
+                    "{option} {value} is above {MAX_FEATURES}, the widest that any scale's \
+                     networks get; pass at most {MAX_FEATURES}"
+                ));
+            }
         }
         if self.min_features > self.max_features {
             return Err(format!(

@@ -227,6 +227,16 @@ fn missing_or_empty_folder_is_an_error() {
 }
 
 #[test]
+fn trace_check_rejects_folder() {
+    let dir = TestFolder::new("trace-folder");
+    let error = singan::fixtures::trace::check_trace(&dir)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("is a folder"), "{error}");
+    assert!(error.contains(".safetensors files in it"), "{error}");
+}
+
+#[test]
 fn shared_trace_replays_within_tolerance() {
     let Some(dir) = shared_fixtures() else { return };
     let path = dir.join("trace/training_trace.safetensors");

@@ -37,10 +37,25 @@ ROW = re.compile(
     r"(?P<min>[\d.]+)\s+(?P<gflop>[\d.]+)\s+[\d.inf]+\s*$"
 )
 
+# Spread of one program's per-run medians at one scale, (max - min) / median, above which the
+# comparison warns that the machine's speed changed between runs.
+NOISY_SPREAD = 0.2
+
 # The project's speed targets against PyTorch on the same machine.
 COARSE_SCALES = 4
 COARSE_TARGET = 1.0 / 3.0
 TOTAL_TARGET = 0.7
+
+
+def noisy_scales(runs, program):
+    """Returns a text per scale whose per-run medians spread by more than NOISY_SPREAD."""
+    notes = []
+    for k in sorted(runs[0]):
+        medians = [run_rows[k]["median"] for run_rows in runs]
+        middle = statistics.median(medians)
+        if middle > 0 and (max(medians) - min(medians)) / middle > NOISY_SPREAD:
+            notes.append(f"{program} scale {k} ({min(medians):.1f} to {max(medians):.1f} ms)")
+    return notes
 
 
 def run(command, env=None):
@@ -312,6 +327,14 @@ def main(argv):
             ours_list = " ".join(f"{run_rows[k]['median']:.1f}" for run_rows in ours_runs)
             torch_list = " ".join(f"{run_rows[k]['median']:.1f}" for run_rows in torch_runs)
             print(f"  scale {k}: {ours_list} | {torch_list}")
+        noisy = noisy_scales(ours_runs, "ours") + noisy_scales(torch_runs, "PyTorch")
+        if noisy:
+            print(
+                f"note: per-run medians spread by more than {NOISY_SPREAD:.0%} at "
+                + ", ".join(noisy)
+                + ". The machine's speed changed between runs: read the per-run medians, "
+                "or run again."
+            )
 
     every = all(r < 1.0 for r in ratios.values())
     coarse = [k for k in sorted(ratios) if k < COARSE_SCALES]

@@ -2,10 +2,12 @@
 
 mod cli;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     end_quietly_on_closed_pipe();
+    report_failed_output_writes();
     singan::tensor::keep_freed_memory();
     cli::run()
 }
@@ -25,6 +27,30 @@ fn end_quietly_on_closed_pipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// Turns a failed write to standard output or standard error, such as `> /dev/full` on a full
+/// disk, into one error line and exit status 1, in place of a panic with a backtrace.
+///
+/// `println!` and `eprintln!` panic when the write fails. The hook recognises their message,
+/// writes it to standard error if that still works, and ends the process. Every other panic
+/// goes to the default hook. As with a closed pipe, model and image files are never left
+/// half-written, because each is renamed into place only when complete.
+fn report_failed_output_writes() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to std") {
+            let _ = writeln!(std::io::stderr(), "error: {message}");
+            std::process::exit(1);
+        }
+        default_hook(info);
+    }));
 }
 
 /// NOTE: Windows has no SIGPIPE, so there a closed pipe still makes `println!` panic.

@@ -232,3 +232,24 @@ fn bench_iteration_takes_suggested_min_size() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("18x18"), "{stdout}");
 }
+
+#[cfg(unix)]
+#[test]
+fn full_stdout_is_an_error_not_a_panic() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("skipped: /dev/full cannot be opened");
+        return;
+    };
+    let output = Command::new(env!("CARGO_BIN_EXE_singan"))
+        .args(["check", "grad", "--device", "cpu"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: failed printing to stdout"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

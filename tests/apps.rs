@@ -703,6 +703,23 @@ fn sr_trains_from_image() {
     );
 }
 
+/// Runs `sr` on `dir/small.png` with `--save name` in `results`, asserts that it failed and
+/// returns stderr. The tests pass names that the run-folder check rejects before any training.
+fn sr_save_error(dir: &Path, results: &Path, name: &str) -> String {
+    singan_error(&[
+        "sr",
+        text(&dir.join("small.png")),
+        "--num-steps",
+        "1",
+        "--results-dir",
+        text(results),
+        "--save",
+        name,
+        "--device",
+        "cpu",
+    ])
+}
+
 #[test]
 fn sr_rejects_save_outside_results_dir() {
     let dir = TestFolder::new("sr-save");
@@ -711,16 +728,7 @@ fn sr_rejects_save_outside_results_dir() {
     scene(30, 24).save(dir.join("small.png")).unwrap();
     let outside = dir.join("outside");
     for name in ["", ".", "..", "../escaped", text(&outside), "a/b"] {
-        let error = singan_error(&[
-            "sr",
-            text(&dir.join("small.png")),
-            "--num-steps",
-            "1",
-            "--results-dir",
-            text(&results),
-            "--save",
-            name,
-        ]);
+        let error = sr_save_error(&dir, &results, name);
         assert!(error.contains("plain folder name"), "{name:?}: {error}");
         assert!(error.contains(&format!("{name:?}")), "{name:?}: {error}");
     }
@@ -728,6 +736,22 @@ fn sr_rejects_save_outside_results_dir() {
     assert_eq!(std::fs::read_dir(&results).unwrap().count(), 0);
     assert!(!dir.join("escaped").exists());
     assert!(!outside.exists());
+}
+
+#[test]
+fn sr_hint_quotes_run_folder() {
+    let dir = TestFolder::new("sr-quoted-hint");
+    let results = dir.join("results with space");
+    std::fs::create_dir_all(results.join("run")).unwrap();
+    // The name check reads only whether the model file exists, so an empty one will do.
+    std::fs::write(results.join("run").join("model.safetensors"), b"").unwrap();
+    scene(30, 24).save(dir.join("small.png")).unwrap();
+    let error = sr_save_error(&dir, &results, "run");
+    let expected = format!(
+        "upscale with that run: singan sr '{}/run'",
+        results.display()
+    );
+    assert!(error.contains(&expected), "{error}");
 }
 
 #[test]
@@ -787,6 +811,64 @@ fn output_path_naming_file_rejected() {
         );
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
+
+    // A folder inside that file names the file, not the operating system's "Not a directory".
+    let nested = file.join("sub");
+    for command in ["sample", "animate"] {
+        let args = [
+            command,
+            text(&run),
+            "--out",
+            text(&nested),
+            "--device",
+            "cpu",
+        ];
+        let error = singan_error(&args);
+        let expected = format!("{}: is a file, not a folder", file.display());
+        assert!(error.contains(&expected), "{command}: {error}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+#[test]
+fn sample_checks_targets_before_rendering() {
+    let out = TestFolder::new("sample-target-folder");
+    let blocked = out.join("sample_001.png");
+    std::fs::create_dir(&blocked).unwrap();
+    let run = run_path();
+    let args = [
+        "sample",
+        text(&run),
+        "--num-samples",
+        "3",
+        "--out",
+        text(&out),
+    ];
+    let error = singan_error(&[&args[..], &["--device", "cpu"]].concat());
+    let expected = format!("{}: is a folder", blocked.display());
+    assert!(error.contains(&expected), "{error}");
+    // The check ran before the first sample, so nothing was written.
+    assert_eq!(out.entry_names(), ["sample_001.png"]);
+    assert!(blocked.is_dir());
+}
+
+#[test]
+fn animate_checks_target_before_rendering() {
+    let out = TestFolder::new("animate-target-folder");
+    let blocked = out.join("start_scale=0").join("alpha=0.1_beta=0.9.gif");
+    std::fs::create_dir_all(&blocked).unwrap();
+    let run = run_path();
+    let args = ["animate", text(&run), "--frames", "20", "--out", text(&out)];
+    let error = singan_error(&[&args[..], &["--device", "cpu"]].concat());
+    let expected = format!("{}: is a folder", blocked.display());
+    assert!(error.contains(&expected), "{error}");
+    // Rendering prints a line every 10 frames, so none means no frame was drawn.
+    assert!(!error.contains("frame 10/20"), "{error}");
+    assert!(blocked.is_dir());
+    assert_eq!(
+        common::folder_entries(&out.join("start_scale=0")),
+        [blocked]
+    );
 }
 
 #[test]

@@ -694,3 +694,36 @@ fn resume_warns_about_ignored_options() {
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+#[test]
+fn suggested_commands_quote_paths() {
+    let dir = TestFolder::new("quoted-hints");
+    let results = dir.join("results with space");
+    let run = results.join("it's a run");
+    std::fs::create_dir_all(&run).unwrap();
+    // The name check reads only whether the model file exists, so an empty one will do.
+    std::fs::write(run.join("model.safetensors"), b"").unwrap();
+    let quoted_run = format!("'{}/it'\\''s a run'", results.display());
+
+    let mut args = vec![
+        "train",
+        "--results-dir",
+        results.to_str().unwrap(),
+        "--save",
+        "it's a run",
+        "--device",
+        "cpu",
+    ];
+    args.extend(TINY);
+    let (code, _, stderr) = singan(&args);
+    assert_eq!(code, 2, "{stderr}");
+    let expected = format!("continue it with --resume {quoted_run}");
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    let picture = dir.join("my picture.png");
+    write_png(&picture, 44, 36);
+    let (code, _, stderr) = singan(&["sample", picture.to_str().unwrap(), "--device", "cpu"]);
+    assert_eq!(code, 2, "{stderr}");
+    let expected = format!("`singan train '{}'`", picture.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use super::output_folder::{output_folder, prepare_output_folder, run_folder};
 use super::run_folder::{check_new_run_name, create_run_folder};
 use super::train::{now_seconds, report_interrupt, timestamp, ConsoleReporter};
 use super::{parse_seed, resolve_device, DeviceChoice};
@@ -31,6 +32,7 @@ use singan::singan::image_io::{
 use singan::singan::imresize::Planes;
 use singan::singan::pyramid::Pyramid;
 use singan::singan::run::{load_model, Model};
+use singan::singan::shell::quote_path;
 use singan::singan::train::{train, TrainJob};
 use singan::Device;
 
@@ -211,19 +213,16 @@ pub struct AnimateArgs {
     pub device: DeviceChoice,
 }
 
-/// Returns the run folder of a run folder or model file path.
-fn run_folder(run: &Path) -> PathBuf {
-    if run.is_dir() {
-        run.to_path_buf()
-    } else {
-        run.parent().map(PathBuf::from).unwrap_or_default()
-    }
-}
-
-/// Creates the output folder, `out` or else `RUN_DIR/<command>`, and returns its path.
-fn output_folder(out: &Option<PathBuf>, run: &Path, command: &str) -> Result<PathBuf, String> {
-    let folder = out.clone().unwrap_or_else(|| run_folder(run).join(command));
-    super::create_output_folder(&folder)?;
+/// Prepares the output folder, `out` or else `RUN_DIR/<command>`, for the files named in
+/// `file_names` (see [`prepare_output_folder`]) and returns its path.
+fn ready_output_folder(
+    out: &Option<PathBuf>,
+    run: &Path,
+    command: &str,
+    file_names: &[&str],
+) -> Result<PathBuf, String> {
+    let folder = output_folder(out.as_deref(), run, command);
+    prepare_output_folder(&folder, &|name| file_names.iter().any(|file| name == *file))?;
     Ok(folder)
 }
 
@@ -235,8 +234,14 @@ fn load_complete(
 ) -> Result<(Model<f32>, usize), String> {
     let mut model = load_model::<f32>(run).map_err(|e| e.to_string())?;
     let last = finest_scale(&model, command).map_err(|e| {
-        e.to_string()
-            .replace("<run folder>", &run_folder(run).display().to_string())
+        // A model file in the current folder has the empty path as its run folder.
+        let folder = run_folder(run);
+        let folder = if folder.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            folder
+        };
+        e.to_string().replace("<run folder>", &quote_path(folder))
     })?;
     model.to_device(device).map_err(|e| e.to_string())?;
     Ok((model, last))
@@ -295,18 +300,25 @@ pub fn run_masked(args: MaskedArgs, editing: bool) -> Result<ExitCode, String> {
         &format!("mask file {}", args.mask.display()),
     )
     .map_err(|e| e.to_string())?;
-    let out = output_folder(&args.out, &args.run_dir, command)?;
+    let stem = format!("start_scale={}", args.start_scale);
+    let image_name = format!("{stem}.png");
+    let masked_name = format!("{stem}_masked.png");
+    let file_names: &[&str] = if editing {
+        &[&image_name, &masked_name]
+    } else {
+        &[&image_name]
+    };
+    let out = ready_output_folder(&args.out, &args.run_dir, command, file_names)?;
 
     let mut rng = Rng::new(args.seed);
     let output = inject(&mut model, &reference, args.start_scale, &mut rng, command)
         .map_err(|e| e.to_string())?;
     let blended = blend(&reference, &output, &mask).map_err(|e| e.to_string())?;
-    let stem = format!("start_scale={}", args.start_scale);
     if editing {
-        save(&out.join(format!("{stem}.png")), &output)?;
-        save(&out.join(format!("{stem}_masked.png")), &blended)?;
+        save(&out.join(&image_name), &output)?;
+        save(&out.join(&masked_name), &blended)?;
     } else {
-        save(&out.join(format!("{stem}.png")), &blended)?;
+        save(&out.join(&image_name), &blended)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -325,14 +337,22 @@ pub fn run_paint(args: PaintArgs) -> Result<ExitCode, String> {
         "painting",
         AlphaBackground::White,
     )?;
-    let out = output_folder(&args.out, &args.run_dir, command)?;
-    let mut rng = Rng::new(args.seed);
     let stem = format!("start_scale={start}");
+    let plain_name = format!("{stem}.png");
+    let painting_name = format!("{stem}_painting_quantized.png");
+    let quantized_name = format!("{stem}_quantized.png");
+    let file_names: &[&str] = if args.quantize {
+        &[&painting_name, &quantized_name]
+    } else {
+        &[&plain_name]
+    };
+    let out = ready_output_folder(&args.out, &args.run_dir, command, file_names)?;
+    let mut rng = Rng::new(args.seed);
 
     if !args.quantize {
         let output =
             inject(&mut model, &painting, start, &mut rng, command).map_err(|e| e.to_string())?;
-        return save(&out.join(format!("{stem}.png")), &output).map(|_| ExitCode::SUCCESS);
+        return save(&out.join(&plain_name), &output).map(|_| ExitCode::SUCCESS);
     }
 
     let palette = Palette::kmeans(
@@ -343,10 +363,7 @@ pub fn run_paint(args: PaintArgs) -> Result<ExitCode, String> {
     )
     .map_err(|e| e.to_string())?;
     let quantized = palette.quantize(&painting).map_err(|e| e.to_string())?;
-    save(
-        &out.join(format!("{stem}_painting_quantized.png")),
-        &quantized,
-    )?;
+    save(&out.join(&painting_name), &quantized)?;
 
     let num_steps = args.num_steps.unwrap_or(model.info.config.num_steps);
     let print_every = model.info.config.print_every.max(1);
@@ -381,7 +398,7 @@ pub fn run_paint(args: PaintArgs) -> Result<ExitCode, String> {
     eprintln!("retrained scale {start}: noise amplitude {amplitude:.4}");
     let prev = quantized_input(&model, &painting, &palette, start).map_err(|e| e.to_string())?;
     let output = run_from_scale(&mut model, start, prev, &mut rng).map_err(|e| e.to_string())?;
-    save(&out.join(format!("{stem}_quantized.png")), &output)?;
+    save(&out.join(&quantized_name), &output)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -398,7 +415,7 @@ fn train_for_sr(
         .clone()
         .unwrap_or_else(|| PathBuf::from("results"));
     let trained_hint =
-        |run_dir: &Path| format!("upscale with that run: singan sr {}", run_dir.display());
+        |run_dir: &Path| format!("upscale with that run: singan sr {}", quote_path(run_dir));
     if let Some(name) = &options.save {
         check_new_run_name(&results_dir, name, &trained_hint)?;
     }
@@ -459,7 +476,7 @@ fn train_for_sr(
     match train(&job, false, &mut reporter, &stop) {
         Ok((model, _)) => Ok(Some((model, run_dir))),
         Err(singan::Error::Interrupted { finished, run_dir }) => {
-            let then = format!(", then run `singan sr {run_dir}`");
+            let then = format!(", then run `singan sr {}`", quote_path(&run_dir));
             report_interrupt(finished, &run_dir, &then);
             Ok(None)
         }
@@ -508,13 +525,14 @@ pub fn run_sr(args: SrArgs) -> Result<ExitCode, String> {
         }
     };
 
-    let out = output_folder(&args.out, &run_dir, "sr")?;
+    let file_name = format!("factor={}.png", plan.factor);
+    let out = ready_output_folder(&args.out, &run_dir, "sr", &[&file_name])?;
     let mut rng = Rng::new(args.seed);
     let output = super_resolve(&mut model, &plan, &mut rng, &mut |step, (h, w)| {
         eprintln!("step {step}/{}: refining {h}x{w}", plan.steps)
     })
     .map_err(|e| e.to_string())?;
-    save(&out.join(format!("factor={}.png", plan.factor)), &output)?;
+    save(&out.join(&file_name), &output)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -550,9 +568,10 @@ pub fn run_animate(args: AnimateArgs) -> Result<ExitCode, String> {
     let (mut model, last) = load_complete(&args.run_dir, "animate", &device)?;
     check_start_scale("animate", args.start_scale, 0, last).map_err(|e| e.to_string())?;
     check_frame_memory(args.frames, model.info.pyramid.sizes[last])?;
-    let out = output_folder(&args.out, &args.run_dir, "animate")?
+    let out = output_folder(args.out.as_deref(), &args.run_dir, "animate")
         .join(format!("start_scale={}", args.start_scale));
-    super::create_output_folder(&out)?;
+    let file_name = format!("alpha={}_beta={}.gif", args.alpha, args.beta);
+    prepare_output_folder(&out, &|name| name == file_name.as_str())?;
 
     let mut rng = Rng::new(args.seed);
     let frames = animate(&mut model, &options, &mut rng, &mut |index| {
@@ -562,7 +581,7 @@ pub fn run_animate(args: AnimateArgs) -> Result<ExitCode, String> {
     })
     .map_err(|e| e.to_string())?;
     let bytes = encode_gif(&frames, args.fps).map_err(|e| e.to_string())?;
-    let path = out.join(format!("alpha={}_beta={}.gif", args.alpha, args.beta));
+    let path = out.join(&file_name);
     write_atomic(&path, &bytes).map_err(|e| e.to_string())?;
     println!(
         "{} ({} frames of {}x{}, {} fps)",

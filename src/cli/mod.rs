@@ -3,6 +3,7 @@
 mod apps;
 mod bench;
 mod check;
+mod output_folder;
 mod run_folder;
 mod sample;
 mod train;
@@ -102,20 +103,6 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<singan::Device, String> {
             )),
         },
     }
-}
-
-/// Creates the output folder `folder` and its parents. A file already at that path gives an
-/// error that names the problem, rather than the operating system's "File exists".
-pub fn create_output_folder(folder: &std::path::Path) -> Result<(), String> {
-    if folder.exists() && !folder.is_dir() {
-        return Err(format!(
-            "{}: is a file, not a folder; pass a folder path to --out (missing folders are \
-             created)",
-            folder.display()
-        ));
-    }
-    std::fs::create_dir_all(folder)
-        .map_err(|e| format!("{}: cannot create the output folder: {e}", folder.display()))
 }
 
 /// Warns on stderr when a scale of `pyramid` is not smaller than the next finer one, which

@@ -1,5 +1,6 @@
 //! `singan sample`: draw new images from a trained run.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,6 +8,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use super::output_folder::{output_folder, prepare_output_folder};
 use super::{parse_seed, resolve_device, DeviceChoice};
 use singan::rng::Rng;
 use singan::singan::cascade::tensor_to_planes;
@@ -63,16 +65,8 @@ pub fn run(args: SampleArgs) -> Result<ExitCode, String> {
         scale_w: args.scale_w,
         start_scale: args.start_scale,
     };
-    let run_folder = if args.run_dir.is_dir() {
-        args.run_dir.clone()
-    } else {
-        args.run_dir.parent().map(PathBuf::from).unwrap_or_default()
-    };
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| run_folder.join("samples"));
-    super::create_output_folder(&out)?;
+    let out = output_folder(args.out.as_deref(), &args.run_dir, "samples");
+    prepare_output_folder(&out, &|name| is_sample_file_name(name, args.num_samples))?;
 
     // Ctrl-C stops between two images, so no image file is left half-written and no temporary
     // file is left behind.
@@ -97,9 +91,45 @@ pub fn run(args: SampleArgs) -> Result<ExitCode, String> {
         }
         let image = sample(&mut model, &options, &mut rng).map_err(|e| e.to_string())?;
         let planes = tensor_to_planes(&image).map_err(|e| e.to_string())?;
-        let path = out.join(format!("sample_{index:03}.png"));
+        let path = out.join(sample_file_name(index));
         save_png(&path, &planes).map_err(|e| e.to_string())?;
         println!("{} ({}x{})", path.display(), planes.height, planes.width);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn sample_file_name(index: usize) -> String {
+    format!("sample_{index:03}.png")
+}
+
+/// Returns true when `name` is the file name of one of the first `num_samples` samples.
+fn is_sample_file_name(name: &OsStr, num_samples: usize) -> bool {
+    let index = name.to_str().and_then(|name| {
+        let digits = name.strip_prefix("sample_")?.strip_suffix(".png")?;
+        digits.parse::<usize>().ok()
+    });
+    // The comparison rejects other spellings of the index, such as 0001 or +1.
+    index.is_some_and(|index| index < num_samples && name == sample_file_name(index).as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_sample_file_name;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn sample_file_names_recognised() {
+        for (name, expected) in [
+            ("sample_000.png", true),
+            ("sample_002.png", true),
+            ("sample_003.png", false),
+            ("sample_0001.png", false),
+            ("sample_+01.png", false),
+            ("sample_001.jpg", false),
+            ("samples", false),
+        ] {
+            assert_eq!(is_sample_file_name(OsStr::new(name), 3), expected, "{name}");
+        }
+        assert!(is_sample_file_name(OsStr::new("sample_1234.png"), 1235));
+    }
 }

@@ -19,6 +19,7 @@ use singan::singan::image_io::{load_image, AlphaBackground};
 use singan::singan::pyramid::PyramidRule;
 use singan::singan::run::{no_finished_scale_error, stopped_before_first_scale, MODEL_FILE};
 use singan::singan::sample_image::sample_image;
+use singan::singan::shell::quote_path;
 use singan::singan::step::LossKind;
 use singan::singan::train::{train, Reporter, TrainJob};
 
@@ -392,7 +393,8 @@ fn resume_job(
 /// come before the device probe.
 fn new_job(args: &TrainArgs) -> Result<TrainJob, String> {
     let config = args.config()?;
-    let trained_hint = |run_dir: &Path| format!("continue it with --resume {}", run_dir.display());
+    let trained_hint =
+        |run_dir: &Path| format!("continue it with --resume {}", quote_path(run_dir));
     if let Some(name) = &args.save {
         check_new_run_name(&args.results_dir, name, &trained_hint)?;
     }
@@ -453,12 +455,13 @@ pub(super) fn report_interrupt(finished: usize, run_dir: &str, then: &str) {
     } else {
         eprintln!(
             "interrupted: {finished} finished {} saved in {run_dir}; continue with \
-             `singan train --resume {run_dir}`{then}",
+             `singan train --resume {}`{then}",
             if finished == 1 {
                 "scale is"
             } else {
                 "scales are"
-            }
+            },
+            quote_path(run_dir)
         );
     }
 }

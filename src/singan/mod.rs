@@ -17,5 +17,6 @@ pub mod pyramid;
 pub mod run;
 pub mod sample;
 pub mod sample_image;
+pub mod shell;
 pub mod step;
 pub mod train;

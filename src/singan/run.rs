@@ -21,6 +21,7 @@ use crate::singan::config::TrainConfig;
 use crate::singan::image_io::write_atomic;
 use crate::singan::model::{Discriminator, Generator};
 use crate::singan::pyramid::Pyramid;
+use crate::singan::shell::quote_path;
 use crate::tensor::{Device, Tensor};
 
 /// Name of the model file in a run folder.
@@ -186,14 +187,15 @@ fn image_format_name(bytes: &[u8]) -> Option<&'static str> {
 /// Builds the error for an image file passed where a trained model is expected. The hint to
 /// train on the image is left out for a GIF, which `singan train` does not read.
 fn image_instead_of_model(path: &Path, format: &str) -> Error {
-    let path = path.display();
     let mut message = format!(
-        "{path} is a {format} image, not a trained model. Pass the run folder that \
-         `singan train` created or the model.safetensors file in it"
+        "{} is a {format} image, not a trained model. Pass the run folder that \
+         `singan train` created or the model.safetensors file in it",
+        path.display()
     );
     if format != "GIF" {
         message.push_str(&format!(
-            ", or train a model on this image with `singan train {path}`"
+            ", or train a model on this image with `singan train {}`",
+            quote_path(path)
         ));
     }
     Error::Message(message)

@@ -1,0 +1,217 @@
+//! The output folders that `sample` and the application commands write their images into.
+//!
+//! Each command gets its folder ready before it renders anything, so that an output path that
+//! cannot be used fails at once instead of after minutes of rendering.
+
+use std::ffi::OsStr;
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+/// Returns the run folder of a run folder or model file path.
+pub fn run_folder(run: &Path) -> PathBuf {
+    if run.is_dir() {
+        run.to_path_buf()
+    } else {
+        run.parent().map(PathBuf::from).unwrap_or_default()
+    }
+}
+
+/// Returns the output folder of a command: `out`, the `--out` value, or else
+/// `RUN_DIR/default_name` for the run folder or model file `run`.
+pub fn output_folder(out: Option<&Path>, run: &Path, default_name: &str) -> PathBuf {
+    match out {
+        Some(out) => out.to_path_buf(),
+        None => run_folder(run).join(default_name),
+    }
+}
+
+/// Creates the output folder `folder` and its parents after checking that the command can
+/// write its files there. `is_output_name` returns true for the name of a file that the
+/// command writes into the folder.
+///
+/// The checks reject a file in place of `folder` or of one of its parents, and a folder in
+/// place of an output file, because a file cannot be renamed over a folder. Both run before
+/// anything is created. After creating the folder, the last check rejects it when no file can
+/// be created in it. Each error names the path and what to pass instead.
+pub fn prepare_output_folder(
+    folder: &Path,
+    is_output_name: &dyn Fn(&OsStr) -> bool,
+) -> Result<(), String> {
+    check_no_file_on_path(folder)?;
+    check_no_folder_at_outputs(folder, is_output_name)?;
+    std::fs::create_dir_all(folder)
+        .map_err(|e| format!("{}: cannot create the output folder: {e}", folder.display()))?;
+    check_writable(folder)
+}
+
+/// Rejects a file at `folder` or at the nearest of its parents that exists, which gives
+/// a clearer error than the operating system's "File exists" or "Not a directory".
+fn check_no_file_on_path(folder: &Path) -> Result<(), String> {
+    for path in folder.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+        // A path that cannot be read is passed over, and `create_dir_all` reports the error
+        // if it matters.
+        let Ok(metadata) = std::fs::metadata(path) else {
+            continue;
+        };
+        if metadata.is_dir() {
+            return Ok(());
+        }
+        return Err(format!(
+            "{}: is a file, not a folder; pass a folder path to --out (missing folders are \
+             created)",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Rejects a folder inside `folder` whose name is that of an output file. Renaming the
+/// finished file over it would fail only after the rendering.
+fn check_no_folder_at_outputs(
+    folder: &Path,
+    is_output_name: &dyn Fn(&OsStr) -> bool,
+) -> Result<(), String> {
+    // A folder that does not exist yet has no entries, and one that cannot be read fails at
+    // `create_dir_all` or `check_writable`.
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        // `file_type` does not follow links, and renaming over a link replaces the link.
+        let is_folder = entry.file_type().is_ok_and(|kind| kind.is_dir());
+        if is_folder && is_output_name(&entry.file_name()) {
+            return Err(format!(
+                "{}: is a folder, but the command writes a file of that name; move the folder \
+                 away or pass another folder to --out",
+                entry.path().display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a new file can be created in `folder` by creating and removing an empty one.
+fn check_writable(folder: &Path) -> Result<(), String> {
+    let probe = folder.join(format!(".singan-write-check.{}", std::process::id()));
+    match OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(file) => {
+            drop(file);
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        // A probe file left by an earlier process with the same id does not show whether the
+        // folder takes new files, so the write itself reports that case.
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(format!(
+            "{}: cannot create files in the output folder: {error}; pass another folder to --out",
+            folder.display()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prepare_output_folder;
+    use std::ffi::OsStr;
+    use std::path::{Path, PathBuf};
+
+    /// A fresh folder under the temp dir, removed with its content when the guard is dropped.
+    struct TestFolder(PathBuf);
+
+    impl TestFolder {
+        fn new(name: &str) -> Self {
+            let folder = format!("singan-output-folder-{}-{name}", std::process::id());
+            let path = std::env::temp_dir().join(folder);
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TestFolder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn is_image(name: &OsStr) -> bool {
+        name == "image.png"
+    }
+
+    fn entry_names(folder: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(folder)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn missing_folders_created() {
+        let dir = TestFolder::new("create");
+        let folder = dir.0.join("a").join("b");
+        prepare_output_folder(&folder, &is_image).unwrap();
+        assert!(folder.is_dir());
+        assert!(
+            entry_names(&folder).is_empty(),
+            "the write check left a file"
+        );
+        // An existing folder with an output file in it is fine, since the file is replaced.
+        std::fs::write(folder.join("image.png"), b"old").unwrap();
+        prepare_output_folder(&folder, &is_image).unwrap();
+        assert_eq!(entry_names(&folder), ["image.png"]);
+    }
+
+    #[test]
+    fn file_on_path_rejected() {
+        let dir = TestFolder::new("file");
+        let file = dir.0.join("taken");
+        std::fs::write(&file, b"x").unwrap();
+        for folder in [
+            file.clone(),
+            file.join("sub"),
+            file.join("sub").join("deeper"),
+        ] {
+            let error = prepare_output_folder(&folder, &is_image).unwrap_err();
+            let expected = format!("{}: is a file, not a folder", file.display());
+            assert!(error.starts_with(&expected), "{folder:?}: {error}");
+        }
+        assert_eq!(entry_names(&dir.0), ["taken"]);
+    }
+
+    #[test]
+    fn folder_at_output_name_rejected() {
+        let dir = TestFolder::new("folder");
+        std::fs::create_dir(dir.0.join("image.png")).unwrap();
+        let error = prepare_output_folder(&dir.0, &is_image).unwrap_err();
+        let expected = format!("{}: is a folder", dir.0.join("image.png").display());
+        assert!(error.starts_with(&expected), "{error}");
+        // A folder with any other name is left alone.
+        prepare_output_folder(&dir.0, &|name| name == "other.png").unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn read_only_folder_rejected() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TestFolder::new("read-only");
+        let folder = dir.0.join("locked");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let result = prepare_output_folder(&folder, &is_image);
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // NOTE: root passes permission checks, so under root this test checks nothing.
+        // SAFETY: `geteuid` takes no arguments, and POSIX specifies that it always succeeds.
+        if unsafe { libc::geteuid() } == 0 {
+            eprintln!("skipped: root can create files in a read-only folder");
+            return;
+        }
+        let error = result.unwrap_err();
+        assert!(
+            error.contains("cannot create files in the output folder"),
+            "{error}"
+        );
+    }
+}

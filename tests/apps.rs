@@ -747,8 +747,9 @@ fn sr_hint_quotes_run_folder() {
     std::fs::write(results.join("run").join("model.safetensors"), b"").unwrap();
     scene(30, 24).save(dir.join("small.png")).unwrap();
     let error = sr_save_error(&dir, &results, "run");
+    // The suggested command keeps the factor (the default 4 here).
     let expected = format!(
-        "upscale with that run: singan sr '{}/run'",
+        "upscale with that run: singan sr '{}/run' --factor 4",
         results.display()
     );
     assert!(error.contains(&expected), "{error}");
@@ -850,6 +851,28 @@ fn sample_checks_targets_before_rendering() {
     // The check ran before the first sample, so nothing was written.
     assert_eq!(out.entry_names(), ["sample_001.png"]);
     assert!(blocked.is_dir());
+}
+
+#[test]
+fn rejected_sample_option_creates_no_folder() {
+    let dir = TestFolder::new("sample-bad-option");
+    let out = dir.join("samples");
+    let run = run_path();
+    let args = [
+        "sample",
+        text(&run),
+        "--start-scale",
+        "9",
+        "--out",
+        text(&out),
+    ];
+    let error = singan_error(&[&args[..], &["--device", "cpu"]].concat());
+    assert!(error.contains("--start-scale 9"), "{error}");
+    assert!(
+        !out.exists(),
+        "the rejected command created {}",
+        out.display()
+    );
 }
 
 #[test]

@@ -224,6 +224,17 @@ fn missing_or_empty_folder_is_an_error() {
     let empty = TestFolder::new("empty");
     let error = check_dir(&empty).unwrap_err().to_string();
     assert!(error.contains("no .safetensors"), "{error}");
+    let file = empty.write("conv2d.safetensors", b"not read");
+    let error = check_dir(&file).unwrap_err().to_string();
+    assert!(error.contains("is a file; pass the folder"), "{error}");
+}
+
+#[test]
+fn folder_of_skipped_files_is_an_error() {
+    let Some(dir) = shared_fixtures() else { return };
+    let error = check_dir(&dir.join("trace")).unwrap_err().to_string();
+    assert!(error.contains("nothing was compared"), "{error}");
+    assert!(error.contains("singan check trace"), "{error}");
 }
 
 #[test]
@@ -233,7 +244,7 @@ fn trace_check_rejects_folder() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("is a folder"), "{error}");
-    assert!(error.contains(".safetensors files in it"), "{error}");
+    assert!(error.contains("pass a .safetensors file"), "{error}");
 }
 
 #[test]

@@ -402,6 +402,19 @@ pub fn run_paint(args: PaintArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Returns the `singan sr` command that upscales with the run `run_dir` as `args` asked:
+/// the same factor and seed, and the same output folder when one was given.
+fn sr_command(run_dir: &Path, args: &SrArgs) -> String {
+    let mut command = format!("singan sr {} --factor {}", quote_path(run_dir), args.factor);
+    if args.seed != 0 {
+        command.push_str(&format!(" --seed {}", args.seed));
+    }
+    if let Some(out) = &args.out {
+        command.push_str(&format!(" --out {}", quote_path(out)));
+    }
+    command
+}
+
 /// Trains a new run on `image` with the super-resolution settings for `plan`.
 fn train_for_sr(
     image_path: &Path,
@@ -415,7 +428,7 @@ fn train_for_sr(
         .clone()
         .unwrap_or_else(|| PathBuf::from("results"));
     let trained_hint =
-        |run_dir: &Path| format!("upscale with that run: singan sr {}", quote_path(run_dir));
+        |run_dir: &Path| format!("upscale with that run: {}", sr_command(run_dir, args));
     if let Some(name) = &options.save {
         check_new_run_name(&results_dir, name, &trained_hint)?;
     }
@@ -476,7 +489,7 @@ fn train_for_sr(
     match train(&job, false, &mut reporter, &stop) {
         Ok((model, _)) => Ok(Some((model, run_dir))),
         Err(singan::Error::Interrupted { finished, run_dir }) => {
-            let then = format!(", then run `singan sr {}`", quote_path(&run_dir));
+            let then = format!(", then run `{}`", sr_command(Path::new(&run_dir), args));
             report_interrupt(finished, &run_dir, &then);
             Ok(None)
         }

@@ -14,7 +14,7 @@ use singan::rng::Rng;
 use singan::singan::cascade::tensor_to_planes;
 use singan::singan::image_io::save_png;
 use singan::singan::run::load_model;
-use singan::singan::sample::{sample, SampleOptions};
+use singan::singan::sample::{check_options, sample, SampleOptions};
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -65,6 +65,9 @@ pub fn run(args: SampleArgs) -> Result<ExitCode, String> {
         scale_w: args.scale_w,
         start_scale: args.start_scale,
     };
+    // The options are checked before the output folder is created, so a rejected option leaves
+    // no empty folder behind.
+    check_options(&model, &options).map_err(|e| e.to_string())?;
     let out = output_folder(args.out.as_deref(), &args.run_dir, "samples");
     prepare_output_folder(&out, &|name| is_sample_file_name(name, args.num_samples))?;
 

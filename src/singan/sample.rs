@@ -100,12 +100,12 @@ pub fn target_sizes(sizes: &[Size], options: &SampleOptions) -> Result<Vec<Size>
     Ok(targets)
 }
 
-/// Draws one image through the finished scales of `model`, on the model's device.
-pub fn sample<T: Element>(
-    model: &mut Model<T>,
+/// Checks `options` against the finished scales of `model`, and returns the target size of
+/// every finished scale.
+pub fn check_options<T: Element>(
+    model: &Model<T>,
     options: &SampleOptions,
-    rng: &mut Rng,
-) -> Result<Tensor<T>> {
+) -> Result<Vec<(usize, usize)>> {
     let finished = model.generators.len();
     if finished == 0 {
         return Err(Error::Message(
@@ -122,7 +122,17 @@ pub fn sample<T: Element>(
             ),
         ));
     }
-    let sizes = target_sizes(&model.info.pyramid.sizes[..finished], options)?;
+    target_sizes(&model.info.pyramid.sizes[..finished], options)
+}
+
+/// Draws one image through the finished scales of `model`, on the model's device.
+pub fn sample<T: Element>(
+    model: &mut Model<T>,
+    options: &SampleOptions,
+    rng: &mut Rng,
+) -> Result<Tensor<T>> {
+    let sizes = check_options(model, options)?;
+    let last = model.generators.len() - 1;
     let scale_factor = model.info.pyramid.scale_factor;
     let device = model.device();
     let start = options.start_scale;

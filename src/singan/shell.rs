@@ -7,10 +7,15 @@ use std::path::Path;
 ///
 /// A path made only of ASCII letters, digits and `_-./,:+@%=` is returned as it is, so the
 /// usual paths print unchanged. Any other path, and the empty path, is put in single quotes,
-/// with each `'` inside written as `'\''`. A path that is not valid UTF-8 is shown with
+/// with each `'` inside written as `'\''`. A relative path that starts with `-` gets a `./`
+/// in front, so that it does not read as an option. A path that is not valid UTF-8 is shown with
 /// U+FFFD in place of the invalid bytes, so the command names a different path then.
 pub fn quote_path(path: impl AsRef<Path>) -> String {
-    let text = path.as_ref().to_string_lossy();
+    let mut text = path.as_ref().to_string_lossy();
+    // A word that starts with `-` reads as an option, so the relative path gets a `./`.
+    if text.starts_with('-') {
+        text = format!("./{text}").into();
+    }
     let plain = |c: char| c.is_ascii_alphanumeric() || "_-./,:+@%=".contains(c);
     if !text.is_empty() && text.chars().all(plain) {
         return text.into_owned();
@@ -43,6 +48,12 @@ mod tests {
     fn single_quote_escaped() {
         assert_eq!(quote_path("it's"), r"'it'\''s'");
         assert_eq!(quote_path("'"), r"''\'''");
+    }
+
+    #[test]
+    fn leading_dash_prefixed() {
+        assert_eq!(quote_path("-r/x"), "./-r/x");
+        assert_eq!(quote_path("-my run"), "'./-my run'");
     }
 
     #[test]

@@ -640,6 +640,13 @@ fn image_instead_of_run_is_named() {
             "{args:?}: {stderr}"
         );
     }
+    let (code, _, stderr) = singan(&["train", "--resume", png, "--device", "cpu"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("--resume {png} is a PNG image")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`singan train "), "{stderr}");
     // The three input files are all there is, so no output folder was created.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
 }

@@ -17,7 +17,9 @@ use super::{resolve_device, DeviceChoice};
 use singan::singan::config::TrainConfig;
 use singan::singan::image_io::{load_image, AlphaBackground};
 use singan::singan::pyramid::PyramidRule;
-use singan::singan::run::{no_finished_scale_error, stopped_before_first_scale, MODEL_FILE};
+use singan::singan::run::{
+    image_passed_as_run, no_finished_scale_error, stopped_before_first_scale, MODEL_FILE,
+};
 use singan::singan::sample_image::sample_image;
 use singan::singan::shell::quote_path;
 use singan::singan::step::LossKind;
@@ -362,6 +364,9 @@ fn resume_job(
     device: DeviceChoice,
 ) -> Result<TrainJob, String> {
     if !run_dir.join(MODEL_FILE).exists() {
+        if let Some(error) = image_passed_as_run(run_dir) {
+            return Err(format!("--resume {error}"));
+        }
         if stopped_before_first_scale(run_dir) {
             return Err(format!("--resume {}", no_finished_scale_error(run_dir)));
         }

@@ -184,6 +184,16 @@ fn image_format_name(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// Returns the error for `path` when it is an image file where a run folder or model file is
+/// expected, and `None` for anything else.
+pub fn image_passed_as_run(path: &Path) -> Option<Error> {
+    let mut header = [0u8; 16];
+    let read = std::fs::File::open(path)
+        .and_then(|mut file| std::io::Read::read(&mut file, &mut header))
+        .ok()?;
+    image_format_name(&header[..read]).map(|format| image_instead_of_model(path, format))
+}
+
 /// Builds the error for an image file passed where a trained model is expected. The hint to
 /// train on the image is left out for a GIF, which `singan train` does not read.
 fn image_instead_of_model(path: &Path, format: &str) -> Error {

@@ -236,20 +236,28 @@ fn bench_iteration_takes_suggested_min_size() {
 #[cfg(unix)]
 #[test]
 fn full_stdout_is_an_error_not_a_panic() {
-    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
-        eprintln!("skipped: /dev/full cannot be opened");
-        return;
-    };
-    let output = Command::new(env!("CARGO_BIN_EXE_singan"))
-        .args(["check", "grad", "--device", "cpu"])
-        .stdout(full)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("error: failed printing to stdout"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    // A command's own output, and the help and version that the argument parser prints.
+    let commands: [&[&str]; 3] = [
+        &["check", "grad", "--device", "cpu"],
+        &["--help"],
+        &["--version"],
+    ];
+    for args in commands {
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            eprintln!("skipped: /dev/full cannot be opened");
+            return;
+        };
+        let output = Command::new(env!("CARGO_BIN_EXE_singan"))
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("error: failed printing to stdout"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }

@@ -8,6 +8,7 @@ mod run_folder;
 mod sample;
 mod train;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -143,9 +144,14 @@ fn probe_cuda() -> Result<(singan::Device, String), String> {
 pub fn run() -> ExitCode {
     // The matches are kept next to the parsed arguments because `train --resume` warns about the
     // options given on the command line.
-    let matches = Cli::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches)
-        .unwrap_or_else(|error| error.format(&mut Cli::command()).exit());
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(error) => return print_parse_outcome(&error),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => return print_parse_outcome(&error.format(&mut Cli::command())),
+    };
     // The CPU kernels run fastest when called from a rayon worker thread.
     let outcome = singan::ops::run_on_worker_thread(move || dispatch(cli.command, &matches))
         .map_err(|error| error.to_string())
@@ -155,6 +161,27 @@ pub fn run() -> ExitCode {
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints clap's help, version or usage error and returns its exit status, or status 1 when
+/// the text cannot be written: clap's own `exit` ignores a failed write, so `singan --help >
+/// /dev/full` ended with status 0.
+fn print_parse_outcome(outcome: &clap::Error) -> ExitCode {
+    match outcome.print() {
+        Ok(()) => ExitCode::from(u8::try_from(outcome.exit_code()).unwrap_or(2)),
+        Err(error) => {
+            let stream = if outcome.use_stderr() {
+                "stderr"
+            } else {
+                "stdout"
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: failed printing to {stream}: {error}"
+            );
+            ExitCode::from(1)
         }
     }
 }

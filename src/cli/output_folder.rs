@@ -52,6 +52,15 @@ fn check_no_file_on_path(folder: &Path) -> Result<(), String> {
         // A path that cannot be read is passed over, and `create_dir_all` reports the error
         // if it matters.
         let Ok(metadata) = std::fs::metadata(path) else {
+            // A link whose target is missing, or a loop of links, cannot become a folder, and
+            // creating one there fails with the operating system's bare "File exists".
+            if std::fs::symlink_metadata(path).is_ok_and(|link| link.is_symlink()) {
+                return Err(format!(
+                    "{}: is a link that leads to no folder; pass a folder path to --out (missing \
+                     folders are created)",
+                    path.display()
+                ));
+            }
             continue;
         };
         if metadata.is_dir() {
@@ -179,6 +188,20 @@ mod tests {
             assert!(error.starts_with(&expected), "{folder:?}: {error}");
         }
         assert_eq!(entry_names(&dir.0), ["taken"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn dangling_link_rejected() {
+        let dir = TestFolder::new("dangling");
+        let link = dir.0.join("link");
+        std::os::unix::fs::symlink(dir.0.join("missing"), &link).unwrap();
+        for folder in [link.clone(), link.join("sub")] {
+            let error = prepare_output_folder(&folder, &is_image).unwrap_err();
+            let expected = format!("{}: is a link that leads to no folder", link.display());
+            assert!(error.starts_with(&expected), "{folder:?}: {error}");
+        }
+        assert_eq!(entry_names(&dir.0), ["link"]);
     }
 
     #[test]

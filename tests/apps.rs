@@ -756,6 +756,30 @@ fn sr_hint_quotes_run_folder() {
 }
 
 #[test]
+fn sr_checks_out_before_training() {
+    let dir = TestFolder::new("sr-out-file");
+    let results = dir.join("results");
+    let taken = dir.write("taken", b"x");
+    scene(30, 24).save(dir.join("small.png")).unwrap();
+    let error = singan_error(&[
+        "sr",
+        text(&dir.join("small.png")),
+        "--num-steps",
+        "1",
+        "--results-dir",
+        text(&results),
+        "--out",
+        text(&taken),
+        "--device",
+        "cpu",
+    ]);
+    let expected = format!("{}: is a file, not a folder", taken.display());
+    assert!(error.contains(&expected), "{error}");
+    // The check ran before the training, which would have created the results folder.
+    assert!(!results.exists(), "training ran before the check");
+}
+
+#[test]
 fn concurrent_sr_runs_get_own_folders() {
     let dir = TestFolder::new("sr-concurrent");
     let image = dir.join("small.png");

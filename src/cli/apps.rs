@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::output_folder::{output_folder, prepare_output_folder, run_folder};
+use super::output_folder::{check_output_folder, output_folder, prepare_output_folder, run_folder};
 use super::run_folder::{check_new_run_name, create_run_folder};
 use super::train::{now_seconds, report_interrupt, timestamp, ConsoleReporter};
 use super::{parse_seed, resolve_device, DeviceChoice};
@@ -500,6 +500,7 @@ fn train_for_sr(
 /// Runs `sr`.
 pub fn run_sr(args: SrArgs) -> Result<ExitCode, String> {
     let plan = SrPlan::new(args.factor).map_err(|e| e.to_string())?;
+    let file_name = format!("factor={}.png", plan.factor);
     let input = &args.input;
     if !input.exists() {
         return Err(format!(
@@ -532,13 +533,17 @@ pub fn run_sr(args: SrArgs) -> Result<ExitCode, String> {
         }
         (model, run_folder(input))
     } else {
+        // An explicit output folder is checked before the training, which takes minutes. It is
+        // created only afterwards, so an interrupted training leaves no empty folder.
+        if let Some(out) = &args.out {
+            check_output_folder(out, &|name| name == file_name.as_str())?;
+        }
         match train_for_sr(input, &plan, &args, &device)? {
             Some(trained) => trained,
             None => return Ok(ExitCode::from(130)),
         }
     };
 
-    let file_name = format!("factor={}.png", plan.factor);
     let out = ready_output_folder(&args.out, &run_dir, "sr", &[&file_name])?;
     let mut rng = Rng::new(args.seed);
     let output = super_resolve(&mut model, &plan, &mut rng, &mut |step, (h, w)| {

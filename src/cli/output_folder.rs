@@ -38,11 +38,20 @@ pub fn prepare_output_folder(
     folder: &Path,
     is_output_name: &dyn Fn(&OsStr) -> bool,
 ) -> Result<(), String> {
-    check_no_file_on_path(folder)?;
-    check_no_folder_at_outputs(folder, is_output_name)?;
+    check_output_folder(folder, is_output_name)?;
     std::fs::create_dir_all(folder)
         .map_err(|e| format!("{}: cannot create the output folder: {e}", folder.display()))?;
     check_writable(folder)
+}
+
+/// Runs the checks of [`prepare_output_folder`] that need nothing created, for a command that
+/// has long work to do before it creates the folder.
+pub fn check_output_folder(
+    folder: &Path,
+    is_output_name: &dyn Fn(&OsStr) -> bool,
+) -> Result<(), String> {
+    check_no_file_on_path(folder)?;
+    check_no_folder_at_outputs(folder, is_output_name)
 }
 
 /// Rejects a file at `folder` or at the nearest of its parents that exists, which gives

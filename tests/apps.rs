@@ -759,7 +759,7 @@ fn sr_hint_quotes_run_folder() {
 fn sr_checks_out_before_training() {
     let dir = TestFolder::new("sr-out-file");
     let results = dir.join("results");
-    let taken = dir.write("taken", b"x");
+    let file = dir.write("file", b"x");
     scene(30, 24).save(dir.join("small.png")).unwrap();
     let error = singan_error(&[
         "sr",
@@ -769,11 +769,11 @@ fn sr_checks_out_before_training() {
         "--results-dir",
         text(&results),
         "--out",
-        text(&taken),
+        text(&file),
         "--device",
         "cpu",
     ]);
-    let expected = format!("{}: is a file, not a folder", taken.display());
+    let expected = format!("{}: is a file, not a folder", file.display());
     assert!(error.contains(&expected), "{error}");
     // The check ran before the training, which would have created the results folder.
     assert!(!results.exists(), "training ran before the check");

@@ -8,6 +8,9 @@ mod run_folder;
 mod sample;
 mod train;
 
+#[cfg(test)]
+mod test_folder;
+
 use std::io::Write;
 use std::process::ExitCode;
 

@@ -131,27 +131,9 @@ fn check_writable(folder: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::prepare_output_folder;
+    use crate::cli::test_folder::TestFolder;
     use std::ffi::OsStr;
-    use std::path::{Path, PathBuf};
-
-    /// A fresh folder under the temp dir, removed with its content when the guard is dropped.
-    struct TestFolder(PathBuf);
-
-    impl TestFolder {
-        fn new(name: &str) -> Self {
-            let folder = format!("singan-output-folder-{}-{name}", std::process::id());
-            let path = std::env::temp_dir().join(folder);
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            Self(path)
-        }
-    }
-
-    impl Drop for TestFolder {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use std::path::Path;
 
     fn is_image(name: &OsStr) -> bool {
         name == "image.png"
@@ -169,7 +151,7 @@ mod tests {
     #[test]
     fn missing_folders_created() {
         let dir = TestFolder::new("create");
-        let folder = dir.0.join("a").join("b");
+        let folder = dir.join("a").join("b");
         prepare_output_folder(&folder, &is_image).unwrap();
         assert!(folder.is_dir());
         assert!(
@@ -185,7 +167,7 @@ mod tests {
     #[test]
     fn file_on_path_rejected() {
         let dir = TestFolder::new("file");
-        let file = dir.0.join("taken");
+        let file = dir.join("taken");
         std::fs::write(&file, b"x").unwrap();
         for folder in [
             file.clone(),
@@ -196,32 +178,32 @@ mod tests {
             let expected = format!("{}: is a file, not a folder", file.display());
             assert!(error.starts_with(&expected), "{folder:?}: {error}");
         }
-        assert_eq!(entry_names(&dir.0), ["taken"]);
+        assert_eq!(entry_names(&dir), ["taken"]);
     }
 
     #[cfg(unix)]
     #[test]
     fn dangling_link_rejected() {
         let dir = TestFolder::new("dangling");
-        let link = dir.0.join("link");
-        std::os::unix::fs::symlink(dir.0.join("missing"), &link).unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(dir.join("missing"), &link).unwrap();
         for folder in [link.clone(), link.join("sub")] {
             let error = prepare_output_folder(&folder, &is_image).unwrap_err();
             let expected = format!("{}: is a link that leads to no folder", link.display());
             assert!(error.starts_with(&expected), "{folder:?}: {error}");
         }
-        assert_eq!(entry_names(&dir.0), ["link"]);
+        assert_eq!(entry_names(&dir), ["link"]);
     }
 
     #[test]
     fn folder_at_output_name_rejected() {
         let dir = TestFolder::new("folder");
-        std::fs::create_dir(dir.0.join("image.png")).unwrap();
-        let error = prepare_output_folder(&dir.0, &is_image).unwrap_err();
-        let expected = format!("{}: is a folder", dir.0.join("image.png").display());
+        std::fs::create_dir(dir.join("image.png")).unwrap();
+        let error = prepare_output_folder(&dir, &is_image).unwrap_err();
+        let expected = format!("{}: is a folder", dir.join("image.png").display());
         assert!(error.starts_with(&expected), "{error}");
         // A folder with any other name is left alone.
-        prepare_output_folder(&dir.0, &|name| name == "other.png").unwrap();
+        prepare_output_folder(&dir, &|name| name == "other.png").unwrap();
     }
 
     #[cfg(unix)]
@@ -229,13 +211,13 @@ mod tests {
     fn read_only_folder_rejected() {
         use std::os::unix::fs::PermissionsExt;
         let dir = TestFolder::new("read-only");
-        let folder = dir.0.join("locked");
+        let folder = dir.join("locked");
         std::fs::create_dir(&folder).unwrap();
         std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o555)).unwrap();
         let result = prepare_output_folder(&folder, &is_image);
         std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
         // NOTE: root passes permission checks, so under root this test checks nothing.
-        // SAFETY: `geteuid` takes no arguments, and POSIX specifies that it always succeeds.
+        // SAFETY: `geteuid` takes no arguments and cannot fail (POSIX lists no errors for it).
         if unsafe { libc::geteuid() } == 0 {
             eprintln!("skipped: root can create files in a read-only folder");
             return;

@@ -113,37 +113,10 @@ fn cannot_create_message(run_dir: &Path, error: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::{check_new_run_name, check_save_name, create_run_folder};
+    use crate::cli::test_folder::TestFolder;
 
     fn hint(run_dir: &std::path::Path) -> String {
         format!("use {}", run_dir.display())
-    }
-
-    /// A guard for a results folder path under the temp dir, which the tests leave to
-    /// `create_run_folder` to create. Dropping the guard removes the folder and every run folder
-    /// in it, also while a failing test unwinds.
-    struct TestFolder(std::path::PathBuf);
-
-    impl TestFolder {
-        fn new(name: &str) -> Self {
-            let folder = format!("singan-run-folder-{}-{name}", std::process::id());
-            let path = std::env::temp_dir().join(folder);
-            let _ = std::fs::remove_dir_all(&path);
-            Self(path)
-        }
-    }
-
-    impl std::ops::Deref for TestFolder {
-        type Target = std::path::Path;
-
-        fn deref(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TestFolder {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 
     #[test]

@@ -128,8 +128,8 @@ const WORKER_STACK_BYTES: usize = 8 << 20;
 /// The crate targets baseline x86-64, so the compiler vectorises loops with 128-bit registers.
 /// Inlined into this call, the body is compiled a second time with AVX-512F enabled, and its
 /// loops may use 512-bit registers. Both copies perform the same IEEE operations in the same
-/// order, because Rust never fuses a multiply and an add on its own, so they give the same
-/// bits for every result that is not NaN (a NaN's sign and payload may differ).
+/// order, because Rust never fuses a multiply and an add on its own. They give the same bits
+/// for every result that is not NaN, and a NaN's sign and payload may differ.
 ///
 /// NOTE: the compiler decides whether to inline the body. In the release binary every body
 /// is inlined, but in a test build some batch-norm loops were not, and those then run with

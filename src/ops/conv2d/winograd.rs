@@ -223,7 +223,7 @@ fn transform_kernel<T: Element>(w: &[T]) -> [T; POSITIONS] {
 }
 
 /// Computes `G w G^T` of `L` 3x3 kernels at once, lane `l` of every array belonging to kernel
-/// `l`: `taps[t]` holds tap `t` (row-major) and the result position `row * 4 + col`. Rows of
+/// `l`: `taps[t]` contains tap `t` (row-major) and the result position `row * 4 + col`. Rows of
 /// `G` are (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2) and (0, 0, 1). Each lane performs the
 /// same operations in the same order for any `L`, and the lane loops vectorise.
 #[inline]

@@ -227,13 +227,13 @@ unsafe fn transform_input_avx512(
     }
 }
 
-/// Channels ahead of the current one whose rows [`prefetch_rows`] asks the cache for.
+/// Number of channels between the current one and the one whose rows [`prefetch_rows`] loads.
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_CHANNELS: usize = 4;
 
-/// Asks the cache for the rows that the input transform will load from `plane`: a block
-/// reads 4 short rows from each of dozens of planes, too many streams for the hardware
-/// prefetcher, and the input of a weight gradient is usually no longer in the L2 cache.
+/// Prefetches the rows that the input transform will load from `plane`. A block reads 4 short
+/// rows from each of dozens of planes, too many streams for the hardware prefetcher, and the
+/// input of a weight gradient is usually no longer in the L2 cache.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn prefetch_rows(plane: *const f32, planes: Planes, windows: &[PartWindows<4, 4>]) {

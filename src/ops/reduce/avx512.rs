@@ -112,7 +112,7 @@ pub fn upstream_sums(r: &[f32], x: &[f32], g: &[f32], mean: f32, inv_std: f32) -
 }
 
 /// Partial sums of `K` quantities: four vectors of 8 f64 lanes each, lane `j` of vector `q`
-/// holding lane `8 q + j` of [`LANES`].
+/// containing lane `8 q + j` of [`LANES`].
 #[cfg(target_arch = "x86_64")]
 struct Lanes<const K: usize>([[__m512d; 4]; K]);
 

@@ -93,76 +93,25 @@ impl<T: Element> Var<T> {
     /// in place after the other kernels, so no second output tensor is written. On a GPU the
     /// bias is a separate broadcast add.
     pub fn conv2d(&self, weight: &Var<T>, bias: Option<&Var<T>>, padding: usize) -> Result<Var<T>> {
-        let g = geometry("conv2d", self.dims(), weight.dims(), padding)?;
+        let planned = Planned::forward(self, weight, None, padding)?;
         if let Some(bias) = bias {
-            bias.value().expect_dims("conv2d", "bias", &[g.c_out])?;
+            bias.value()
+                .expect_dims("conv2d", "bias", &[planned.g.c_out])?;
         }
         let (x, w) = (self.value(), weight.value());
         if !same_device("conv2d", &[x, w])?.is_cuda() {
-            return conv2d_op(self, weight, bias, padding, &g);
+            if let Some(bias) = bias {
+                same_device("conv2d", &[x, bias.value()])?;
+            }
+            return Planned { bias, ..planned }.run();
         }
-        let out = conv2d_op(self, weight, None, padding, &g)?;
+        let c_out = planned.g.c_out;
+        let out = planned.run()?;
         match bias {
             None => Ok(out),
-            Some(bias) => out.add(&bias.reshape(&[1, g.c_out, 1, 1])?),
+            Some(bias) => out.add(&bias.reshape(&[1, c_out, 1, 1])?),
         }
     }
-}
-
-/// Records the convolution of `input` by `weight` with geometry `g`, plus `bias` per output
-/// channel when given. A bias is only taken on the CPU, with the other operands there too.
-fn conv2d_op<T: Element>(
-    input: &Var<T>,
-    weight: &Var<T>,
-    bias: Option<&Var<T>>,
-    padding: usize,
-    g: &ConvGeometry,
-) -> Result<Var<T>> {
-    let out_dims = [g.n, g.c_out, g.h_out(), g.w_out()];
-    let (x, w) = (input.value(), weight.value());
-    let value = if same_device("conv2d", &[x, w])?.is_cuda() {
-        debug_assert!(bias.is_none(), "the CUDA path adds the bias as its own op");
-        let y = cuda::forward(x.cuda("conv2d")?, w.cuda("conv2d")?, g)?;
-        Tensor::from_cuda(out_dims, y)?
-    } else {
-        let bias_values = match bias {
-            Some(bias) => {
-                same_device("conv2d", &[x, bias.value()])?;
-                Some(bias.value().as_slice())
-            }
-            None => None,
-        };
-        let y = cpu::forward_with_bias(x.as_slice(), w.as_slice(), bias_values, g);
-        Tensor::from_vec(out_dims, y)?
-    };
-    let (h_in, w_in) = (g.h_in, g.w_in);
-    let (k_h, k_w, c_out) = (g.k_h, g.k_w, g.c_out);
-    let mut inputs = vec![input, weight];
-    inputs.extend(bias);
-    Ok(Var::from_op("conv2d", value, &inputs, move |args| {
-        let (x, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
-        let grad_input = if args.needs[0] {
-            Some(conv2d_input_grad(g, w, padding, (h_in, w_in))?)
-        } else {
-            None
-        };
-        let grad_weight = if args.needs[1] {
-            Some(conv2d_weight_grad(x, g, padding, (k_h, k_w))?)
-        } else {
-            None
-        };
-        let mut grads = vec![grad_input, grad_weight];
-        if args.inputs.len() == 3 {
-            // The same ops as the backward of a broadcast add of the bias reshaped to
-            // (1, C_out, 1, 1), so the values match that composition.
-            grads.push(if args.needs[2] {
-                Some(g.sum_to(&[1, c_out, 1, 1])?.reshape(&[c_out])?)
-            } else {
-                None
-            });
-        }
-        Ok(grads)
-    }))
 }
 
 /// Computes the gradient of `conv2d(x, weight, padding)` with respect to `x`, where `x` is
@@ -173,51 +122,7 @@ pub fn conv2d_input_grad<T: Element>(
     padding: usize,
     input_hw: (usize, usize),
 ) -> Result<Var<T>> {
-    let op = "conv2d_input_grad";
-    let (n, c_in) = match (grad_output.dims().first(), weight.dims().get(1)) {
-        (Some(&n), Some(&c_in)) => (n, c_in),
-        _ => {
-            return Err(Error::shape(
-                op,
-                "grad_output and weight must have 4 dims",
-                &[grad_output.dims(), weight.dims()],
-            ))
-        }
-    };
-    let g = geometry(
-        op,
-        &[n, c_in, input_hw.0, input_hw.1],
-        weight.dims(),
-        padding,
-    )?;
-    check_grad_output(op, grad_output.dims(), &g)?;
-    let out_dims = [g.n, g.c_in, g.h_in, g.w_in];
-    let (gy, w) = (grad_output.value(), weight.value());
-    let value = if same_device(op, &[gy, w])?.is_cuda() {
-        Tensor::from_cuda(out_dims, cuda::input_grad(gy.cuda(op)?, w.cuda(op)?, &g)?)?
-    } else {
-        Tensor::from_vec(out_dims, cpu::input_grad(gy.as_slice(), w.as_slice(), &g))?
-    };
-    let (k_h, k_w) = (g.k_h, g.k_w);
-    Ok(Var::from_op(
-        op,
-        value,
-        &[grad_output, weight],
-        move |args| {
-            let (gy, w, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
-            let grad_gy = if args.needs[0] {
-                Some(g.conv2d(w, None, padding)?)
-            } else {
-                None
-            };
-            let grad_weight = if args.needs[1] {
-                Some(conv2d_weight_grad(g, gy, padding, (k_h, k_w))?)
-            } else {
-                None
-            };
-            Ok(vec![grad_gy, grad_weight])
-        },
-    ))
+    Planned::input_grad(grad_output, weight, padding, input_hw)?.run()
 }
 
 /// Computes the gradient of `conv2d(input, w, padding)` with respect to a `kernel_hw` weight `w`,
@@ -228,50 +133,274 @@ pub fn conv2d_weight_grad<T: Element>(
     padding: usize,
     kernel_hw: (usize, usize),
 ) -> Result<Var<T>> {
-    let op = "conv2d_weight_grad";
-    let (c_out, c_in) = match (grad_output.dims().get(1), input.dims().get(1)) {
-        (Some(&c_out), Some(&c_in)) => (c_out, c_in),
-        _ => {
-            return Err(Error::shape(
-                op,
-                "input and grad_output must have 4 dims",
-                &[input.dims(), grad_output.dims()],
-            ))
+    Planned::weight_grad(input, grad_output, padding, kernel_hw)?.run()
+}
+
+/// The three convolution ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `conv(a, b) + bias`: `a` the input, `b` the weight.
+    Forward,
+    /// `input_grad(a, b)`: `a` the output gradient, `b` the weight.
+    InputGrad,
+    /// `weight_grad(a, b)`: `a` the input, `b` the output gradient.
+    WeightGrad,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Forward => "conv2d",
+            Kind::InputGrad => "conv2d_input_grad",
+            Kind::WeightGrad => "conv2d_weight_grad",
         }
-    };
-    let weight_dims = [c_out, c_in, kernel_hw.0, kernel_hw.1];
-    let g = geometry(op, input.dims(), &weight_dims, padding)?;
-    check_grad_output(op, grad_output.dims(), &g)?;
-    let (x, gy) = (input.value(), grad_output.value());
-    let value = if same_device(op, &[x, gy])?.is_cuda() {
-        Tensor::from_cuda(
-            weight_dims,
-            cuda::weight_grad(x.cuda(op)?, gy.cuda(op)?, &g)?,
-        )?
+    }
+}
+
+/// A convolution op whose operands have been checked, not yet computed or taped. `g` always
+/// describes the forward convolution the op belongs to.
+struct Planned<'a, T: Element> {
+    kind: Kind,
+    a: &'a Var<T>,
+    b: &'a Var<T>,
+    /// Only for [`Kind::Forward`] on the CPU, where the kernels add it.
+    bias: Option<&'a Var<T>>,
+    padding: usize,
+    g: ConvGeometry,
+}
+
+impl<'a, T: Element> Planned<'a, T> {
+    fn forward(
+        input: &'a Var<T>,
+        weight: &'a Var<T>,
+        bias: Option<&'a Var<T>>,
+        padding: usize,
+    ) -> Result<Self> {
+        let g = geometry("conv2d", input.dims(), weight.dims(), padding)?;
+        Ok(Planned {
+            kind: Kind::Forward,
+            a: input,
+            b: weight,
+            bias,
+            padding,
+            g,
+        })
+    }
+
+    fn input_grad(
+        grad_output: &'a Var<T>,
+        weight: &'a Var<T>,
+        padding: usize,
+        input_hw: (usize, usize),
+    ) -> Result<Self> {
+        let op = Kind::InputGrad.name();
+        let (n, c_in) = match (grad_output.dims().first(), weight.dims().get(1)) {
+            (Some(&n), Some(&c_in)) => (n, c_in),
+            _ => {
+                return Err(Error::shape(
+                    op,
+                    "grad_output and weight must have 4 dims",
+                    &[grad_output.dims(), weight.dims()],
+                ))
+            }
+        };
+        let g = geometry(
+            op,
+            &[n, c_in, input_hw.0, input_hw.1],
+            weight.dims(),
+            padding,
+        )?;
+        check_grad_output(op, grad_output.dims(), &g)?;
+        Ok(Planned {
+            kind: Kind::InputGrad,
+            a: grad_output,
+            b: weight,
+            bias: None,
+            padding,
+            g,
+        })
+    }
+
+    fn weight_grad(
+        input: &'a Var<T>,
+        grad_output: &'a Var<T>,
+        padding: usize,
+        kernel_hw: (usize, usize),
+    ) -> Result<Self> {
+        let op = Kind::WeightGrad.name();
+        let (c_out, c_in) = match (grad_output.dims().get(1), input.dims().get(1)) {
+            (Some(&c_out), Some(&c_in)) => (c_out, c_in),
+            _ => {
+                return Err(Error::shape(
+                    op,
+                    "input and grad_output must have 4 dims",
+                    &[input.dims(), grad_output.dims()],
+                ))
+            }
+        };
+        let weight_dims = [c_out, c_in, kernel_hw.0, kernel_hw.1];
+        let g = geometry(op, input.dims(), &weight_dims, padding)?;
+        check_grad_output(op, grad_output.dims(), &g)?;
+        Ok(Planned {
+            kind: Kind::WeightGrad,
+            a: input,
+            b: grad_output,
+            bias: None,
+            padding,
+            g,
+        })
+    }
+
+    fn out_dims(&self) -> [usize; 4] {
+        let g = &self.g;
+        match self.kind {
+            Kind::Forward => [g.n, g.c_out, g.h_out(), g.w_out()],
+            Kind::InputGrad => [g.n, g.c_in, g.h_in, g.w_in],
+            Kind::WeightGrad => [g.c_out, g.c_in, g.k_h, g.k_w],
+        }
+    }
+
+    /// Reports whether the operands are on the CPU, after checking that they share a device.
+    fn on_cpu(&self) -> Result<bool> {
+        let op = self.kind.name();
+        Ok(!same_device(op, &[self.a.value(), self.b.value()])?.is_cuda())
+    }
+
+    /// Computes the op's values on the operands' device.
+    fn compute(&self) -> Result<Tensor<T>> {
+        let (op, dims) = (self.kind.name(), self.out_dims());
+        let (a, b) = (self.a.value(), self.b.value());
+        if self.on_cpu()? {
+            let bias = self.bias.map(|bias| bias.value().as_slice());
+            let values = cpu_values(self.kind, a.as_slice(), b.as_slice(), bias, &self.g);
+            return Tensor::from_vec(dims, values);
+        }
+        debug_assert!(
+            self.bias.is_none(),
+            "the CUDA path adds the bias as its own op"
+        );
+        let (a, b, g) = (a.cuda(op)?, b.cuda(op)?, &self.g);
+        let values = match self.kind {
+            Kind::Forward => cuda::forward(a, b, g)?,
+            Kind::InputGrad => cuda::input_grad(a, b, g)?,
+            Kind::WeightGrad => cuda::weight_grad(a, b, g)?,
+        };
+        Tensor::from_cuda(dims, values)
+    }
+
+    /// Computes the op and records it on the tape.
+    fn run(self) -> Result<Var<T>> {
+        let value = self.compute()?;
+        Ok(self.record(value))
+    }
+
+    /// Records the op with its computed `value` and the backward pass of its kind.
+    fn record(self, value: Tensor<T>) -> Var<T> {
+        let Planned {
+            kind, padding, g, ..
+        } = self;
+        let mut inputs = vec![self.a, self.b];
+        inputs.extend(self.bias);
+        Var::from_op(kind.name(), value, &inputs, move |args| {
+            let (a, b, upstream) = (&args.inputs[0], &args.inputs[1], args.grad_output);
+            let (input_hw, kernel_hw) = ((g.h_in, g.w_in), (g.k_h, g.k_w));
+            let (first, second) = match kind {
+                // dx = input_grad(g, w), dw = weight_grad(x, g).
+                Kind::Forward => (
+                    when(args.needs[0], || {
+                        Planned::input_grad(upstream, b, padding, input_hw)
+                    })?,
+                    when(args.needs[1], || {
+                        Planned::weight_grad(a, upstream, padding, kernel_hw)
+                    })?,
+                ),
+                // d gy = conv(g, w), dw = weight_grad(g, gy).
+                Kind::InputGrad => (
+                    when(args.needs[0], || {
+                        Planned::forward(upstream, b, None, padding)
+                    })?,
+                    when(args.needs[1], || {
+                        Planned::weight_grad(upstream, a, padding, kernel_hw)
+                    })?,
+                ),
+                // dx = input_grad(gy, g), d gy = conv(x, g).
+                Kind::WeightGrad => (
+                    when(args.needs[0], || {
+                        Planned::input_grad(b, upstream, padding, input_hw)
+                    })?,
+                    when(args.needs[1], || {
+                        Planned::forward(a, upstream, None, padding)
+                    })?,
+                ),
+            };
+            let (first, second) = run_pair(first, second)?;
+            let mut grads = vec![first, second];
+            if args.inputs.len() == 3 {
+                // The same ops as the backward of a broadcast add of the bias reshaped to
+                // (1, C_out, 1, 1), so the values match that composition.
+                let c_out = g.c_out;
+                grads.push(if args.needs[2] {
+                    Some(upstream.sum_to(&[1, c_out, 1, 1])?.reshape(&[c_out])?)
+                } else {
+                    None
+                });
+            }
+            Ok(grads)
+        })
+    }
+}
+
+/// Plans a gradient op when its input needs one.
+fn when<P>(need: bool, plan: impl FnOnce() -> Result<P>) -> Result<Option<P>> {
+    if need {
+        plan().map(Some)
     } else {
-        Tensor::from_vec(
-            weight_dims,
-            cpu::weight_grad(x.as_slice(), gy.as_slice(), &g),
-        )?
-    };
-    let (h_in, w_in) = (g.h_in, g.w_in);
-    Ok(Var::from_op(
-        op,
-        value,
-        &[input, grad_output],
-        move |args| {
-            let (x, gy, g) = (&args.inputs[0], &args.inputs[1], args.grad_output);
-            let grad_input = if args.needs[0] {
-                Some(conv2d_input_grad(gy, g, padding, (h_in, w_in))?)
-            } else {
-                None
-            };
-            let grad_gy = if args.needs[1] {
-                Some(x.conv2d(g, None, padding)?)
-            } else {
-                None
-            };
-            Ok(vec![grad_input, grad_gy])
-        },
-    ))
+        Ok(None)
+    }
+}
+
+/// Computes one op's values on the CPU.
+fn cpu_values<T: Element>(
+    kind: Kind,
+    a: &[T],
+    b: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeometry,
+) -> Vec<T> {
+    match kind {
+        Kind::Forward => cpu::forward_with_bias(a, b, bias, g),
+        Kind::InputGrad => cpu::input_grad(a, b, g),
+        Kind::WeightGrad => cpu::weight_grad(a, b, g),
+    }
+}
+
+/// The two gradients of a backward pass, `None` where an input needs none.
+type GradientPair<T> = (Option<Var<T>>, Option<Var<T>>);
+
+/// Runs two independent ops of one backward pass. On the CPU both run at once, so the two
+/// threads' work is balanced over both ops instead of over each op in turn: a small
+/// convolution splits into too few tasks to keep every thread busy to its end. Each op's
+/// values do not depend on how its tasks are scheduled, so they are the same either way.
+fn run_pair<T: Element>(
+    first: Option<Planned<'_, T>>,
+    second: Option<Planned<'_, T>>,
+) -> Result<GradientPair<T>> {
+    match (first, second) {
+        (Some(p), Some(q)) if p.on_cpu()? && q.on_cpu()? => {
+            let (pa, pb) = (p.a.value().as_slice(), p.b.value().as_slice());
+            let (qa, qb) = (q.a.value().as_slice(), q.b.value().as_slice());
+            let (p_kind, q_kind, p_g, q_g) = (p.kind, q.kind, p.g, q.g);
+            let (p_values, q_values) = rayon::join(
+                || cpu_values(p_kind, pa, pb, None, &p_g),
+                || cpu_values(q_kind, qa, qb, None, &q_g),
+            );
+            let p_value = Tensor::from_vec(p.out_dims(), p_values)?;
+            let q_value = Tensor::from_vec(q.out_dims(), q_values)?;
+            Ok((Some(p.record(p_value)), Some(q.record(q_value))))
+        }
+        (p, q) => Ok((
+            p.map(Planned::run).transpose()?,
+            q.map(Planned::run).transpose()?,
+        )),
+    }
 }

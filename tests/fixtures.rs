@@ -269,6 +269,16 @@ fn shared_trace_replays_within_tolerance() {
             "{log} was not compared"
         );
     }
+    // The f32 replay's first step, before any update, is held to the strict tolerance.
+    let first_steps: Vec<_> = report
+        .comparisons
+        .iter()
+        .filter(|c| c.dtype == "f32" && c.tensor.ends_with("[..1]"))
+        .collect();
+    assert_eq!(first_steps.len(), 7, "{first_steps:#?}");
+    assert!(first_steps
+        .iter()
+        .all(|c| c.tolerance == singan::fixtures::trace::TRACE_F32_FIRST_STEP_TOLERANCE));
     let final_tensors = report
         .comparisons
         .iter()

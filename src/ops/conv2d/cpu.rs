@@ -5,8 +5,8 @@
 //! - thin convolutions go to the direct kernels in `direct.rs`: forward passes with at most 4
 //!   output channels, and 3x3 weight gradients with one output channel (the rule and its
 //!   measurements are at `direct::is_thin`);
-//! - the other 3x3 convolutions go to the Winograd kernels in `winograd.rs`, which need 16
-//!   multiply-adds per 2x2 output tile and channel pair where im2col needs 36.
+//! - the other 3x3 convolutions go to the Winograd kernels in `winograd.rs`, which need 24
+//!   multiply-adds per 4x2 output tile and channel pair where im2col needs 72.
 //!
 //! The input gradient runs as a forward pass with the channels swapped, so it takes the
 //! direct kernels when the forward convolution has at most 4 input channels. `f64` always

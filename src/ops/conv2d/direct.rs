@@ -84,7 +84,8 @@ pub enum Pass {
 /// - 3x3 forward, `c_in` of 1 to 4 and a wide `c_out`: 0.5 to 1.1 times as fast at 64x81
 ///   pixels and more. Winograd needs 16 multiplications per 2x2 output tile where these
 ///   kernels need 36, and its transforms cost little when the thin side is the input, so
-///   these stay on Winograd.
+///   these stay on Winograd. These measurements were made with Winograd F(2x2, 3x3); F(4x2,
+///   3x3) needs 3 multiplications per output pixel instead of 4, which favours it further.
 /// - 3x3 weight gradient with 3 channels on one side: Winograd was 1.1 to 4.5 times as fast
 ///   (except 128 to 3 channels at 196x258 pixels, 0.7 times). With `c_out = 1`, Winograd's 4
 ///   by 4 channel steps compute three zero rows. There the direct kernel was 0.6 to 0.9 times

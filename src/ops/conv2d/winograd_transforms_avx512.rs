@@ -1,4 +1,4 @@
-//! AVX-512 versions of the three Winograd F(2x2, 3x3) transforms in `f32`: the input transform
+//! AVX-512 versions of the three Winograd F(4x2, 3x3) transforms in `f32`: the input transform
 //! `B^T d B`, the output transform `A^T M A` of the forward pass, and the output-gradient
 //! transform `A dY A^T` of the weight gradient.
 //!
@@ -6,9 +6,10 @@
 //! `winograd.rs`. A block's tiles lie in one or more tile rows (its parts). For every channel,
 //! the pixels of all parts are merged into the same vectors with masked loads, whose masks
 //! also supply the zero padding. Two permutes split them into even and odd columns, every
-//! transformed value stays in a register, and the 16 positions are stored as 16 whole vectors,
-//! one after the other. Each function performs the same additions and subtractions in the same
-//! order as the portable loops in `winograd.rs`, so both give the same bits for every tile.
+//! transformed value stays in a register, and the 24 positions are stored as 24 whole vectors,
+//! one after the other. Each function performs the same additions, subtractions and exact
+//! multiplications by powers of two in the same order as the portable loops in `winograd.rs`,
+//! so both give the same bits for every tile.
 //! Lanes past a group's last tile hold the transform of zeros, which may be -0 where the
 //! portable loops write +0.
 
@@ -16,11 +17,11 @@
 use std::arch::x86_64::{
     __m512, __m512i, __mmask16, _mm512_add_ps, _mm512_castps_si512, _mm512_castsi512_ps,
     _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_loadu_ps, _mm512_mask_storeu_ps,
-    _mm512_permutex2var_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
-    _mm512_sub_ps, _mm512_xor_si512,
+    _mm512_mul_ps, _mm512_permutex2var_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
+    _mm512_storeu_ps, _mm512_sub_ps, _mm512_xor_si512,
 };
 
-use super::winograd::{Part, BLOCK as LANES, BLOCK_VALUES};
+use super::winograd::{Part, BLOCK as LANES, BLOCK_VALUES, INPUT_ROWS, POSITIONS, TILE_ROWS};
 
 /// Reports whether this CPU runs these kernels.
 pub fn available() -> bool {
@@ -134,7 +135,7 @@ fn negate(x: __m512) -> __m512 {
 
 /// Writes `B^T d B` of one block's tiles for every input channel into `v_block`
 /// (`[channel][position][lane]`). Lane `j` of `part` covers image rows
-/// `2 row - pad_h..+4` and columns `2 (col + j) - pad_w..+4`. Rows and columns outside the
+/// `4 row - pad_h..+6` and columns `2 (col + j) - pad_w..+4`. Rows and columns outside the
 /// image read as zero, and lanes outside every part hold the transform of zeros.
 ///
 /// # Panics
@@ -153,8 +154,13 @@ pub fn transform_input_block(
     assert!(image.len() >= planes.len(), "image smaller than its planes");
     assert_eq!(v_block.len(), planes.channels * BLOCK_VALUES, "block size");
     // Own columns 2j, 2j + 1 in two windows, then the next pair 2j + 2, 2j + 3 in two more.
-    let origin = |part: &Part| (2 * part.row as isize - pad_h, 2 * part.col - pad_w);
-    let windows = part_windows::<4, 4>(parts, planes, origin, INPUT_SHIFTS);
+    let origin = |part: &Part| {
+        (
+            (TILE_ROWS * part.row) as isize - pad_h,
+            2 * part.col - pad_w,
+        )
+    };
+    let windows = part_windows::<INPUT_ROWS, 4>(parts, planes, origin, INPUT_SHIFTS);
     // SAFETY: AVX-512F is present, the assertions bound the stores, and the masks admit only
     // pixels inside the image.
     unsafe { transform_input_avx512(image, planes, &windows[..parts.len()], v_block) }
@@ -165,7 +171,7 @@ pub fn transform_input_block(
 unsafe fn transform_input_avx512(
     image: &[f32],
     planes: Planes,
-    windows: &[PartWindows<4, 4>],
+    windows: &[PartWindows<INPUT_ROWS, 4>],
     v_block: &mut [f32],
 ) {
     let (even_index, odd_index) = (indices(&EVEN), indices(&ODD));
@@ -182,11 +188,11 @@ unsafe fn transform_input_avx512(
         }
         // even[r], odd[r]: columns 2j and 2j + 1 of lane j's input row r; even_next[r],
         // odd_next[r]: columns 2j + 2 and 2j + 3.
-        let mut even = [zero; 4];
-        let mut odd = [zero; 4];
-        let mut even_next = [zero; 4];
-        let mut odd_next = [zero; 4];
-        for r in 0..4 {
+        let mut even = [zero; INPUT_ROWS];
+        let mut odd = [zero; INPUT_ROWS];
+        let mut even_next = [zero; INPUT_ROWS];
+        let mut odd_next = [zero; INPUT_ROWS];
+        for r in 0..INPUT_ROWS {
             let mut loaded = [zero; 4];
             for window in windows {
                 if !window.rows[r] {
@@ -207,10 +213,10 @@ unsafe fn transform_input_avx512(
             odd_next[r] = _mm512_permutex2var_ps(loaded[2], odd_index, loaded[3]);
         }
         // B^T d for each of the four column streams, then (B^T d) B along the columns.
-        let (even, odd) = (input_rows(&even), input_rows(&odd));
-        let (even_next, odd_next) = (input_rows(&even_next), input_rows(&odd_next));
+        let (even, odd) = (input_column(&even), input_column(&odd));
+        let (even_next, odd_next) = (input_column(&even_next), input_column(&odd_next));
         let mut out = v_block.as_mut_ptr().wrapping_add(i * BLOCK_VALUES);
-        for k in 0..4 {
+        for k in 0..INPUT_ROWS {
             let values = [
                 _mm512_sub_ps(even[k], even_next[k]),
                 _mm512_add_ps(odd[k], even_next[k]),
@@ -218,7 +224,7 @@ unsafe fn transform_input_avx512(
                 _mm512_sub_ps(odd[k], odd_next[k]),
             ];
             for value in values {
-                // SAFETY: channel i's 16 positions lie inside `v_block`, whose length the
+                // SAFETY: channel i's 24 positions lie inside `v_block`, whose length the
                 // caller checked.
                 unsafe { _mm512_storeu_ps(out, value) };
                 out = out.wrapping_add(LANES);
@@ -231,15 +237,15 @@ unsafe fn transform_input_avx512(
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_CHANNELS: usize = 4;
 
-/// Prefetches the rows that the input transform will load from `plane`. A block reads 4 short
+/// Prefetches the rows that the input transform will load from `plane`. A block reads 6 short
 /// rows from each of dozens of planes, too many streams for the hardware prefetcher, and the
 /// input of a weight gradient is usually no longer in the L2 cache.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn prefetch_rows(plane: *const f32, planes: Planes, windows: &[PartWindows<4, 4>]) {
+fn prefetch_rows(plane: *const f32, planes: Planes, windows: &[PartWindows<INPUT_ROWS, 4>]) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
     for window in windows {
-        for r in 0..4 {
+        for r in 0..INPUT_ROWS {
             if !window.rows[r] {
                 continue;
             }
@@ -260,24 +266,35 @@ const INPUT_SHIFTS: [isize; 4] = [0, 16, 2, 18];
 /// Returns the first output row and the output column of lane 0 of `part`.
 #[cfg(target_arch = "x86_64")]
 fn output_origin(part: &Part) -> (isize, isize) {
-    (2 * part.row as isize, 2 * part.col)
+    ((TILE_ROWS * part.row) as isize, 2 * part.col)
 }
 
-/// Computes `B^T d` of four input rows: d0 - d2, d1 + d2, d2 - d1 and d1 - d3.
+/// Computes `B^T d` of F(4, 3) along six input rows, with the operations of the portable
+/// `input_column` in `winograd.rs`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn input_rows(d: &[__m512; 4]) -> [__m512; 4] {
+fn input_column(d: &[__m512; INPUT_ROWS]) -> [__m512; INPUT_ROWS] {
+    let (two, four) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0));
+    let a = _mm512_sub_ps(d[4], _mm512_mul_ps(four, d[2]));
+    let b = _mm512_sub_ps(d[3], _mm512_mul_ps(four, d[1]));
+    let c = _mm512_sub_ps(d[4], d[2]);
+    let e = _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1]));
     [
-        _mm512_sub_ps(d[0], d[2]),
-        _mm512_add_ps(d[1], d[2]),
-        _mm512_sub_ps(d[2], d[1]),
-        _mm512_sub_ps(d[1], d[3]),
+        _mm512_add_ps(_mm512_mul_ps(four, _mm512_sub_ps(d[0], d[2])), c),
+        _mm512_add_ps(a, b),
+        _mm512_sub_ps(a, b),
+        _mm512_add_ps(c, e),
+        _mm512_sub_ps(c, e),
+        _mm512_add_ps(
+            _mm512_mul_ps(four, _mm512_sub_ps(d[1], d[3])),
+            _mm512_sub_ps(d[5], d[3]),
+        ),
     ]
 }
 
 /// Writes `A dY A^T` of one block's tiles for every output channel into `z_block`
-/// (`[channel][position][lane]`). Lane `j` of `part` covers gradient rows `2 row, 2 row + 1`
+/// (`[channel][position][lane]`). Lane `j` of `part` covers gradient rows `4 row..4 row + 4`
 /// and columns `2 (col + j)..+2`. Pixels past the gradient read as zero, and lanes outside
 /// every part hold the transform of zeros.
 ///
@@ -298,7 +315,7 @@ pub fn transform_gradient_block(
         "gradient smaller than its planes"
     );
     assert_eq!(z_block.len(), planes.channels * BLOCK_VALUES, "block size");
-    let windows = part_windows::<2, 2>(parts, planes, output_origin, [0, 16]);
+    let windows = part_windows::<TILE_ROWS, 2>(parts, planes, output_origin, [0, 16]);
     // SAFETY: AVX-512F is present, the assertions bound the stores, and the masks admit only
     // pixels inside the gradient.
     unsafe { transform_gradient_avx512(grad_output, planes, &windows[..parts.len()], z_block) }
@@ -309,7 +326,7 @@ pub fn transform_gradient_block(
 unsafe fn transform_gradient_avx512(
     grad_output: &[f32],
     planes: Planes,
-    windows: &[PartWindows<2, 2>],
+    windows: &[PartWindows<TILE_ROWS, 2>],
     z_block: &mut [f32],
 ) {
     let (even_index, odd_index) = (indices(&EVEN), indices(&ODD));
@@ -317,9 +334,9 @@ unsafe fn transform_gradient_avx512(
     let zero = _mm512_setzero_ps();
     for o in 0..planes.channels {
         let plane = grad_output.as_ptr().wrapping_add(o * plane_len);
-        let mut even = [zero; 2];
-        let mut odd = [zero; 2];
-        for r in 0..2 {
+        let mut even = [zero; TILE_ROWS];
+        let mut odd = [zero; TILE_ROWS];
+        for r in 0..TILE_ROWS {
             let (mut low, mut high) = (zero, zero);
             for window in windows {
                 if !window.rows[r] {
@@ -335,13 +352,13 @@ unsafe fn transform_gradient_avx512(
             even[r] = _mm512_permutex2var_ps(low, even_index, high);
             odd[r] = _mm512_permutex2var_ps(low, odd_index, high);
         }
-        // A dY: rows d0, d0 + d1, d0 - d1 and -d1; then (A dY) A^T along the columns.
-        let (even, odd) = (gradient_rows(&even), gradient_rows(&odd));
+        // A dY along the rows, then (A dY) A^T along the columns.
+        let (even, odd) = (gradient_column(&even), gradient_column(&odd));
         let mut out = z_block.as_mut_ptr().wrapping_add(o * BLOCK_VALUES);
-        for k in 0..4 {
+        for k in 0..INPUT_ROWS {
             let (p, q) = (even[k], odd[k]);
             for value in [p, _mm512_add_ps(p, q), _mm512_sub_ps(p, q), negate(q)] {
-                // SAFETY: channel o's 16 positions lie inside `z_block`, whose length the
+                // SAFETY: channel o's 24 positions lie inside `z_block`, whose length the
                 // caller checked.
                 unsafe { _mm512_storeu_ps(out, value) };
                 out = out.wrapping_add(LANES);
@@ -350,22 +367,54 @@ unsafe fn transform_gradient_avx512(
     }
 }
 
-/// Computes `A dY` of two gradient rows: d0, d0 + d1, d0 - d1 and -d1.
+/// Computes `A dY` of F(4, 3) along four gradient rows, with the operations of the portable
+/// `gradient_column` in `winograd.rs`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn gradient_rows(d: &[__m512; 2]) -> [__m512; 4] {
+fn gradient_column(d: &[__m512; TILE_ROWS]) -> [__m512; INPUT_ROWS] {
+    let (two, four) = (_mm512_set1_ps(2.0), _mm512_set1_ps(4.0));
+    let even = _mm512_add_ps(d[0], d[2]);
+    let odd = _mm512_add_ps(d[1], d[3]);
+    let even_weighted = _mm512_add_ps(d[0], _mm512_mul_ps(four, d[2]));
+    let odd_weighted = _mm512_mul_ps(two, _mm512_add_ps(d[1], _mm512_mul_ps(four, d[3])));
     [
         d[0],
-        _mm512_add_ps(d[0], d[1]),
-        _mm512_sub_ps(d[0], d[1]),
-        negate(d[1]),
+        _mm512_add_ps(even, odd),
+        _mm512_sub_ps(even, odd),
+        _mm512_add_ps(even_weighted, odd_weighted),
+        _mm512_sub_ps(even_weighted, odd_weighted),
+        d[3],
+    ]
+}
+
+/// Computes `A^T m` of F(4, 3) along six product rows, with the operations of the portable
+/// `output_column` in `winograd.rs`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn output_column(m: [__m512; INPUT_ROWS]) -> [__m512; TILE_ROWS] {
+    let (two, four, eight) = (
+        _mm512_set1_ps(2.0),
+        _mm512_set1_ps(4.0),
+        _mm512_set1_ps(8.0),
+    );
+    let (inner_sum, inner_difference) = (_mm512_add_ps(m[1], m[2]), _mm512_sub_ps(m[1], m[2]));
+    let (outer_sum, outer_difference) = (_mm512_add_ps(m[3], m[4]), _mm512_sub_ps(m[3], m[4]));
+    [
+        _mm512_add_ps(_mm512_add_ps(m[0], inner_sum), outer_sum),
+        _mm512_add_ps(inner_difference, _mm512_mul_ps(two, outer_difference)),
+        _mm512_add_ps(inner_sum, _mm512_mul_ps(four, outer_sum)),
+        _mm512_add_ps(
+            _mm512_add_ps(inner_difference, _mm512_mul_ps(eight, outer_difference)),
+            m[5],
+        ),
     ]
 }
 
 /// Writes `A^T M A` of one block's products `m_block` (`[channel][position][lane]`) into the
 /// output planes at `output`, plus `bias[o]` in plane `o` when a bias is given: lane `j` of
-/// `part` gives rows `2 row, 2 row + 1` and columns `2 (col + j)..+2`, those that lie inside
+/// `part` gives rows `4 row..4 row + 4` and columns `2 (col + j)..+2`, those that lie inside
 /// the planes.
 ///
 /// # Safety
@@ -389,7 +438,7 @@ pub unsafe fn untransform_output_block(
     if let Some(bias) = bias {
         assert_eq!(bias.len(), planes.channels, "one bias value per channel");
     }
-    let windows = part_windows::<2, 2>(parts, planes, output_origin, [0, 16]);
+    let windows = part_windows::<TILE_ROWS, 2>(parts, planes, output_origin, [0, 16]);
     // SAFETY: AVX-512F is present, the assertion bounds the loads, the masks admit only pixels
     // inside the planes, and the caller vouches for `output`.
     unsafe { untransform_output_avx512(m_block, &windows[..parts.len()], (output, bias), planes) }
@@ -399,7 +448,7 @@ pub unsafe fn untransform_output_block(
 #[target_feature(enable = "avx512f")]
 unsafe fn untransform_output_avx512(
     m_block: &[f32],
-    windows: &[PartWindows<2, 2>],
+    windows: &[PartWindows<TILE_ROWS, 2>],
     (output, bias): (*mut f32, Option<&[f32]>),
     planes: Planes,
 ) {
@@ -407,21 +456,22 @@ unsafe fn untransform_output_avx512(
     let plane_len = planes.height * planes.width;
     for o in 0..planes.channels {
         let products = m_block.as_ptr().wrapping_add(o * BLOCK_VALUES);
-        // SAFETY: channel o's 16 positions lie inside `m_block`, whose length the caller
+        // SAFETY: channel o's 24 positions lie inside `m_block`, whose length the caller
         // checked.
-        let values: [__m512; 16] = std::array::from_fn(|position| unsafe {
+        let values: [__m512; POSITIONS] = std::array::from_fn(|position| unsafe {
             _mm512_loadu_ps(products.add(position * LANES))
         });
-        // A^T M: upper = m0 + m4 + m8, lower = m4 - m8 - m12, per column c.
-        let upper: [__m512; 4] = std::array::from_fn(|c| {
-            _mm512_add_ps(_mm512_add_ps(values[c], values[4 + c]), values[8 + c])
-        });
-        let lower: [__m512; 4] = std::array::from_fn(|c| {
-            _mm512_sub_ps(_mm512_sub_ps(values[4 + c], values[8 + c]), values[12 + c])
-        });
-        // Columns: (u0 + u1 + u2, u1 - u2 - u3) for each tile, interleaved into a row.
+        // A^T M along the rows, per column c: rows[r][c].
+        let mut rows = [[_mm512_setzero_ps(); 4]; TILE_ROWS];
+        for c in 0..4 {
+            let column = output_column(std::array::from_fn(|r| values[r * 4 + c]));
+            for (row, value) in rows.iter_mut().zip(column) {
+                row[c] = value;
+            }
+        }
+        // Columns: (s0 + s1 + s2, s1 - s2 - s3) for each tile, interleaved into a row.
         let plane = output.wrapping_add(o * plane_len);
-        for (r, sums) in [upper, lower].iter().enumerate() {
+        for (r, sums) in rows.iter().enumerate() {
             let mut left = _mm512_add_ps(_mm512_add_ps(sums[0], sums[1]), sums[2]);
             let mut right = _mm512_sub_ps(_mm512_sub_ps(sums[1], sums[2]), sums[3]);
             if let Some(bias) = bias {

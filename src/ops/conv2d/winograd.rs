@@ -54,6 +54,9 @@ pub(super) const BLOCK_VALUES: usize = POSITIONS * BLOCK;
 /// --bench conv2d`). Fewer tiles make the matrix products too narrow, and more spill the group
 /// out of the cache. On a Zen 4 core (1 MiB of L2), 2 MiB and 4 MiB groups timed the same at
 /// 64 and 128 channels, and 1 MiB made the 128-channel weight gradient 20% slower.
+///
+/// NOTE: these sizes were measured with F(2x2, 3x3) tiles of 16 positions. With 24 positions a
+/// group of 128 tiles at 128 input and 128 output channels holds 3 MiB, more than the L2.
 const GROUP_TILES: usize = 128;
 const MAX_GROUP_BYTES: usize = 4 << 20;
 
@@ -62,9 +65,9 @@ const MAX_WEIGHT_GRAD_PARTIALS: usize = 16;
 
 /// Minimum tasks per image of the forward pass when the image is small enough to need fewer
 /// than [`GROUP_TILES`] tiles per task for it, so that both of two threads get work and
-/// finish close together. An image of 96 tiles (the coarsest critic layers) splits into six
-/// tasks of 16 tiles, and one of 910 tiles (scale 3 of a 250-pixel pyramid) into 15 tasks of
-/// 64, which two threads share more evenly than 8 tasks of 128 (4% faster there).
+/// finish close together. An image of 48 tiles (the coarsest critic layers) splits into three
+/// tasks of 16 tiles, and one of 455 tiles (scale 3 of a 250-pixel pyramid) into 15 tasks of
+/// 32. With 2x2 tiles (twice as many), 15 tasks of 64 had been 4% faster there than 8 of 128.
 const MIN_FORWARD_TASKS: usize = 16;
 
 /// Minimum tasks per image of the weight gradient, for the same reason. Fewer than for the

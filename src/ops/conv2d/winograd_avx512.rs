@@ -59,7 +59,8 @@ fn cpu_has_avx512() -> bool {
 
 /// Rearranges position-major weights `u[(position * c_out + o) * c_in + i]` into blocks of
 /// [`CHANNEL_BLOCK`] output channels:
-/// `packed[((block * 16 + position) * c_in + i) * CHANNEL_BLOCK + j]` for `o = block * 8 + j`,
+/// `packed[((block * POSITIONS + position) * c_in + i) * CHANNEL_BLOCK + j]` for
+/// `o = block * 8 + j`,
 /// so that each block's weights are one contiguous run.
 ///
 /// The convolutions build this layout directly from the weights (`packed_weights` in

@@ -258,6 +258,10 @@ fn shared_trace_replays_within_tolerance() {
     let report = singan::fixtures::trace::check_trace(&path).unwrap();
     let failures: Vec<_> = report.comparisons.iter().filter(|c| !c.passed()).collect();
     assert!(failures.is_empty(), "{failures:#?}");
+    // The biases before batch norm are left out of a compared file, which is not a skipped file.
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert_eq!(report.left_out.len(), 1, "{:?}", report.left_out);
+    assert!(report.render().contains(", 0 files skipped,"));
     for log in [
         "log.critic_loss",
         "log.gradient_penalty",

@@ -303,3 +303,82 @@ fn trace_check_rejects_op_fixture() {
         .to_string();
     assert!(error.contains("not a training trace"), "{error}");
 }
+
+/// Copies the shared trace into `folder` as `name`, with `change` applied to its tensors.
+fn altered_trace(
+    folder: &Path,
+    name: &str,
+    change: impl FnOnce(&mut Vec<(String, Tensor<f64>)>),
+) -> Option<PathBuf> {
+    let path = shared_fixtures()?.join("trace/training_trace.safetensors");
+    if !path.exists() {
+        eprintln!("skipped: {} not found", path.display());
+        return None;
+    }
+    let file = FixtureFile::open(&path).unwrap();
+    let mut tensors: Vec<(String, Tensor<f64>)> = file
+        .names()
+        .into_iter()
+        .map(|name| {
+            let tensor = file.get_f64(&name).unwrap();
+            (name, tensor)
+        })
+        .collect();
+    change(&mut tensors);
+    let altered = folder.join(name);
+    write_safetensors(&altered, &tensors, file.metadata.clone());
+    Some(altered)
+}
+
+#[test]
+fn trace_without_final_state_is_an_error() {
+    let dir = TestFolder::new("trace-no-final");
+    let Some(path) = altered_trace(&dir, "trace.safetensors", |tensors| {
+        tensors.retain(|(name, _)| !name.starts_with("final."));
+    }) else {
+        return;
+    };
+    let error = singan::fixtures::trace::check_trace(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("tensor final."), "{error}");
+    assert!(error.contains("is missing"), "{error}");
+}
+
+#[test]
+fn trace_with_fewer_steps_than_logs_is_an_error() {
+    let dir = TestFolder::new("trace-fewer-steps");
+    let Some(path) = altered_trace(&dir, "trace.safetensors", |tensors| {
+        tensors.retain(|(name, _)| !name.starts_with("step4."));
+    }) else {
+        return;
+    };
+    let error = singan::fixtures::trace::check_trace(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("has 5 values, but the trace records 4 steps"),
+        "{error}"
+    );
+}
+
+#[test]
+fn trace_with_two_amplitudes_is_an_error() {
+    let dir = TestFolder::new("trace-amp");
+    let Some(path) = altered_trace(&dir, "trace.safetensors", |tensors| {
+        for (name, tensor) in tensors.iter_mut() {
+            if name == "amp" {
+                *tensor = Tensor::from_vec([2], vec![1.0, 1.0]).unwrap();
+            }
+        }
+    }) else {
+        return;
+    };
+    let error = singan::fixtures::trace::check_trace(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("tensor amp has 2 values; expected 1"),
+        "{error}"
+    );
+}

@@ -2,8 +2,8 @@
 precision ends from the recorded values, measured as `singan check trace` measures them.
 
 The float64 replay shows that this script follows the recorded computation. The float32
-replay shows how far PyTorch's own single precision drifts over the recorded steps, which is
-the yardstick for the float32 tolerance of `singan check trace`. The trace layout is that of
+replay shows how far PyTorch's own single precision drifts over the recorded steps, for
+comparison with the float32 errors that `singan check trace` prints. The trace layout is that of
 the 32-channel coarsest scale: four conv, batch-norm and leaky-ReLU blocks, then a 3x3
 convolution, in both networks.
 
@@ -13,11 +13,15 @@ Usage:
 
 import argparse
 import json
+import math
 import struct
 import sys
 import warnings
 
 from argument_types import positive_int
+
+# Errors printed per precision, largest first.
+SHOWN = 8
 
 LOGS = [
     "critic_loss",
@@ -41,6 +45,8 @@ def read_safetensors(torch, path):
         header = json.loads(raw[8 : 8 + length])
     except ValueError as error:
         sys.exit(f"error: {path}: the header is not JSON ({error}); pass a .safetensors file")
+    if "step0.noise" not in header:
+        sys.exit(f"error: {path}: not a training trace (no step0.noise tensor)")
     dtypes = {"F64": torch.float64, "I64": torch.int64}
     tensors = {}
     for name, entry in header.items():
@@ -50,6 +56,8 @@ def read_safetensors(torch, path):
             sys.exit(f"error: {path}: tensor {name} has dtype {entry['dtype']}; F64 or I64 expected")
         start, end = entry["data_offsets"]
         data = bytearray(raw[8 + length + start : 8 + length + end])
+        if len(data) != end - start or len(data) != 8 * math.prod(entry["shape"]):
+            sys.exit(f"error: {path}: tensor {name} is cut short; the file is incomplete")
         tensors[name] = torch.frombuffer(data, dtype=dtypes[entry["dtype"]]).reshape(entry["shape"])
     return tensors, header.get("__metadata__", {})
 
@@ -179,10 +187,13 @@ def report(torch, tensors, logs, final, travel, label):
         reference = tensors[name]
         scale = max(reference.abs().max().item(), travel)
         errors.append((((ours - reference).abs().max() / scale).item(), name))
-    errors.sort()
+    errors.sort(reverse=True)
+    worst_log = max((entry for entry in errors if entry[1].startswith("log.")), default=None)
     print(f"{label}: largest relative errors")
-    for error, name in errors[-6:]:
+    for error, name in errors[:SHOWN]:
         print(f"  {error:10.3e}  {name}")
+    if worst_log is not None:
+        print(f"  largest on a logged loss: {worst_log[0]:.3e} ({worst_log[1]})")
 
 
 def main(argv):
@@ -190,11 +201,12 @@ def main(argv):
     parser.add_argument("trace", help="a training trace (.safetensors)")
     parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads (default 2)")
     args = parser.parse_args(argv)
+    # PyTorch warns at import when NumPy is missing, which this script does not need.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     try:
         import torch
     except ImportError:
         sys.exit("error: PyTorch is not installed; run `pip install torch`")
-    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     torch.set_num_threads(args.threads)
     try:
         tensors, metadata = read_safetensors(torch, args.trace)
@@ -203,8 +215,16 @@ def main(argv):
     if "step0.noise" not in tensors:
         sys.exit(f"error: {args.trace}: not a training trace (no step0.noise tensor)")
     for dtype, label in [(torch.float64, "float64"), (torch.float32, "float32")]:
-        logs, final, travel = replay(torch, tensors, metadata, dtype)
-        report(torch, tensors, logs, final, travel, label)
+        try:
+            logs, final, travel = replay(torch, tensors, metadata, dtype)
+            report(torch, tensors, logs, final, travel, label)
+        except KeyError as error:
+            sys.exit(f"error: {args.trace}: tensor {error} is missing")
+        except (RuntimeError, ValueError, IndexError, TypeError) as error:
+            sys.exit(
+                f"error: {args.trace}: invalid trace ({error}); "
+                "check its tensor shapes and metadata against `singan check trace`"
+            )
 
 
 if __name__ == "__main__":

@@ -322,3 +322,38 @@ fn non_finite_loss_stops_with_scale_and_iteration() {
     assert!(message.contains("iteration 0"), "{message}");
     assert!(message.contains("NaN"), "{message}");
 }
+
+/// Overwrites the first value of the first tensor whose name starts with `prefix` in the
+/// safetensors file at `path` with an f32 NaN, leaving the rest of the file as it was.
+fn poison_tensor(path: &Path, prefix: &str) -> String {
+    let mut bytes = std::fs::read(path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let (name, entry) = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(name, _)| name.starts_with(prefix))
+        .unwrap();
+    assert_eq!(entry["dtype"], "F32");
+    let start = 8 + header_len + entry["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(path, bytes).unwrap();
+    name.clone()
+}
+
+#[test]
+fn model_with_nan_weight_is_rejected() {
+    let (_folder, dir) = run_dir("nan-model");
+    let stop = AtomicBool::new(false);
+    let config = TrainConfig {
+        num_steps: 4,
+        ..small_config(LossKind::Wgan)
+    };
+    train(&job(config, &dir), false, &mut Recorder::default(), &stop).unwrap();
+    let name = poison_tensor(&dir.join("model.safetensors"), "g0.");
+    let error = load_model::<f32>(&dir).err().unwrap().to_string();
+    assert!(error.contains(&format!("tensor {name}")), "{error}");
+    assert!(error.contains("NaN or an infinity"), "{error}");
+    assert!(error.contains("train again"), "{error}");
+}

@@ -313,6 +313,22 @@ pub fn load_model<T: Element>(run: &Path) -> Result<Model<T>> {
             list.push(tensor);
         }
     }
+    let damaged = |what: String| {
+        Error::file(
+            &path,
+            format!(
+                "{what} holds NaN or an infinity, so every image drawn from this model would be \
+                 wrong; train again (if the losses grew without bound, with a lower learning \
+                 rate) or restore the file from a copy"
+            ),
+        )
+    };
+    if let Some(name) = file.non_finite_tensor() {
+        return Err(damaged(format!("tensor {name}")));
+    }
+    if let Some(k) = info.amplitudes.iter().position(|a| !a.is_finite()) {
+        return Err(damaged(format!("the noise amplitude of scale {k}")));
+    }
     if info.amplitudes.len() != info.finished_scales {
         return Err(Error::file(
             &path,

@@ -909,6 +909,11 @@ fn animate_checks_target_before_rendering() {
     let error = singan_error(&[&args[..], &["--device", "cpu"]].concat());
     let expected = format!("{}: is a folder", blocked.display());
     assert!(error.contains(&expected), "{error}");
+    let context = format!(
+        "(animate writes alpha=0.1_beta=0.9.gif into the start_scale=0 subfolder of {})",
+        out.display()
+    );
+    assert!(error.contains(&context), "{error}");
     // Rendering prints a line every 10 frames, so none means no frame was drawn.
     assert!(!error.contains("frame 10/20"), "{error}");
     assert!(blocked.is_dir());

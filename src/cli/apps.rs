@@ -586,10 +586,16 @@ pub fn run_animate(args: AnimateArgs) -> Result<ExitCode, String> {
     let (mut model, last) = load_complete(&args.run_dir, "animate", &device)?;
     check_start_scale("animate", args.start_scale, 0, last).map_err(|e| e.to_string())?;
     check_frame_memory(args.frames, model.info.pyramid.sizes[last])?;
-    let out = output_folder(args.out.as_deref(), &args.run_dir, "animate")
-        .join(format!("start_scale={}", args.start_scale));
+    let parent = output_folder(args.out.as_deref(), &args.run_dir, "animate");
+    let subfolder = format!("start_scale={}", args.start_scale);
+    let out = parent.join(&subfolder);
     let file_name = format!("alpha={}_beta={}.gif", args.alpha, args.beta);
-    prepare_output_folder(&out, &|name| name == file_name.as_str())?;
+    prepare_output_folder(&out, &|name| name == file_name.as_str()).map_err(|error| {
+        format!(
+            "{error} (animate writes {file_name} into the {subfolder} subfolder of {})",
+            parent.display()
+        )
+    })?;
 
     let mut rng = Rng::new(args.seed);
     let frames = animate(&mut model, &options, &mut rng, &mut |index| {

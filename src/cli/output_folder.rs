@@ -33,15 +33,29 @@ pub fn output_folder(out: Option<&Path>, run: &Path, default_name: &str) -> Path
 /// The checks reject a file in place of `folder` or of one of its parents, and a folder in
 /// place of an output file, because a file cannot be renamed over a folder. Both run before
 /// anything is created. After creating the folder, the last check rejects it when no file can
-/// be created in it. Each error names the path and what to pass instead.
+/// be created in it. Each error names the path and what to pass instead. When creating or
+/// checking fails, the folders that this call created are removed again.
 pub fn prepare_output_folder(
     folder: &Path,
     is_output_name: &dyn Fn(&OsStr) -> bool,
 ) -> Result<(), String> {
     check_output_folder(folder, is_output_name)?;
-    std::fs::create_dir_all(folder)
-        .map_err(|e| format!("{}: cannot create the output folder: {e}", folder.display()))?;
-    check_writable(folder)
+    // Deepest first, as they must be removed.
+    let missing: Vec<&Path> = folder
+        .ancestors()
+        .filter(|path| !path.as_os_str().is_empty())
+        .take_while(|path| std::fs::symlink_metadata(path).is_err())
+        .collect();
+    let result = std::fs::create_dir_all(folder)
+        .map_err(|e| format!("{}: cannot create the output folder: {e}", folder.display()))
+        .and_then(|()| check_writable(folder));
+    if result.is_err() {
+        for path in missing {
+            // Only empty folders go, so a folder another process filled meanwhile stays.
+            let _ = std::fs::remove_dir(path);
+        }
+    }
+    result
 }
 
 /// Runs the checks of [`prepare_output_folder`] that need nothing created, for a command that
@@ -162,6 +176,16 @@ mod tests {
         std::fs::write(folder.join("image.png"), b"old").unwrap();
         prepare_output_folder(&folder, &is_image).unwrap();
         assert_eq!(entry_names(&folder), ["image.png"]);
+    }
+
+    #[test]
+    fn failed_creation_removes_created_parents() {
+        let dir = TestFolder::new("long-name");
+        // Longer than the 255 bytes that a name may have on common file systems.
+        let folder = dir.join("a").join("b").join("x".repeat(300));
+        let error = prepare_output_folder(&folder, &is_image).unwrap_err();
+        assert!(error.contains("cannot create the output folder"), "{error}");
+        assert!(entry_names(&dir).is_empty(), "{:?}", entry_names(&dir));
     }
 
     #[test]

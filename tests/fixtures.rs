@@ -330,32 +330,36 @@ fn altered_trace(
     Some(altered)
 }
 
+/// Replays a copy of the shared trace with `change` applied and returns the replay's error,
+/// or `None` when the trace is not there.
+fn altered_trace_error(
+    folder: &str,
+    change: impl FnOnce(&mut Vec<(String, Tensor<f64>)>),
+) -> Option<String> {
+    let dir = TestFolder::new(folder);
+    let path = altered_trace(&dir, "trace.safetensors", change)?;
+    let error = singan::fixtures::trace::check_trace(&path).unwrap_err();
+    Some(error.to_string())
+}
+
 #[test]
-fn trace_without_final_state_is_an_error() {
-    let dir = TestFolder::new("trace-no-final");
-    let Some(path) = altered_trace(&dir, "trace.safetensors", |tensors| {
+fn trace_without_final_state_rejected() {
+    let Some(error) = altered_trace_error("trace-no-final", |tensors| {
         tensors.retain(|(name, _)| !name.starts_with("final."));
     }) else {
         return;
     };
-    let error = singan::fixtures::trace::check_trace(&path)
-        .unwrap_err()
-        .to_string();
     assert!(error.contains("tensor final."), "{error}");
     assert!(error.contains("is missing"), "{error}");
 }
 
 #[test]
-fn trace_with_fewer_steps_than_logs_is_an_error() {
-    let dir = TestFolder::new("trace-fewer-steps");
-    let Some(path) = altered_trace(&dir, "trace.safetensors", |tensors| {
+fn trace_missing_last_step_rejected() {
+    let Some(error) = altered_trace_error("trace-fewer-steps", |tensors| {
         tensors.retain(|(name, _)| !name.starts_with("step4."));
     }) else {
         return;
     };
-    let error = singan::fixtures::trace::check_trace(&path)
-        .unwrap_err()
-        .to_string();
     assert!(
         error.contains("has 5 values, but the trace records 4 steps"),
         "{error}"
@@ -363,9 +367,8 @@ fn trace_with_fewer_steps_than_logs_is_an_error() {
 }
 
 #[test]
-fn trace_with_two_amplitudes_is_an_error() {
-    let dir = TestFolder::new("trace-amp");
-    let Some(path) = altered_trace(&dir, "trace.safetensors", |tensors| {
+fn trace_with_two_amplitudes_rejected() {
+    let Some(error) = altered_trace_error("trace-amp", |tensors| {
         for (name, tensor) in tensors.iter_mut() {
             if name == "amp" {
                 *tensor = Tensor::from_vec([2], vec![1.0, 1.0]).unwrap();
@@ -374,9 +377,6 @@ fn trace_with_two_amplitudes_is_an_error() {
     }) else {
         return;
     };
-    let error = singan::fixtures::trace::check_trace(&path)
-        .unwrap_err()
-        .to_string();
     assert!(
         error.contains("tensor amp has 2 values; expected 1"),
         "{error}"

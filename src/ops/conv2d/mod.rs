@@ -98,10 +98,9 @@ impl<T: Element> Var<T> {
             bias.value()
                 .expect_dims("conv2d", "bias", &[planned.g.c_out])?;
         }
-        let (x, w) = (self.value(), weight.value());
-        if !same_device("conv2d", &[x, w])?.is_cuda() {
+        if planned.on_cpu()? {
             if let Some(bias) = bias {
-                same_device("conv2d", &[x, bias.value()])?;
+                same_device("conv2d", &[self.value(), bias.value()])?;
             }
             return Planned { bias, ..planned }.run();
         }
@@ -386,21 +385,26 @@ fn run_pair<T: Element>(
     second: Option<Planned<'_, T>>,
 ) -> Result<GradientPair<T>> {
     match (first, second) {
-        (Some(p), Some(q)) if p.on_cpu()? && q.on_cpu()? => {
-            let (pa, pb) = (p.a.value().as_slice(), p.b.value().as_slice());
-            let (qa, qb) = (q.a.value().as_slice(), q.b.value().as_slice());
-            let (p_kind, q_kind, p_g, q_g) = (p.kind, q.kind, p.g, q.g);
-            let (p_values, q_values) = rayon::join(
-                || cpu_values(p_kind, pa, pb, None, &p_g),
-                || cpu_values(q_kind, qa, qb, None, &q_g),
+        (Some(first), Some(second)) if first.on_cpu()? && second.on_cpu()? => {
+            // The rayon tasks take slices and shapes, since the taped values are not `Send`.
+            let (first_a, first_b) = (first.a.value().as_slice(), first.b.value().as_slice());
+            let (second_a, second_b) = (second.a.value().as_slice(), second.b.value().as_slice());
+            let (first_kind, first_g) = (first.kind, first.g);
+            let (second_kind, second_g) = (second.kind, second.g);
+            let (first_values, second_values) = rayon::join(
+                || cpu_values(first_kind, first_a, first_b, None, &first_g),
+                || cpu_values(second_kind, second_a, second_b, None, &second_g),
             );
-            let p_value = Tensor::from_vec(p.out_dims(), p_values)?;
-            let q_value = Tensor::from_vec(q.out_dims(), q_values)?;
-            Ok((Some(p.record(p_value)), Some(q.record(q_value))))
+            let first_value = Tensor::from_vec(first.out_dims(), first_values)?;
+            let second_value = Tensor::from_vec(second.out_dims(), second_values)?;
+            Ok((
+                Some(first.record(first_value)),
+                Some(second.record(second_value)),
+            ))
         }
-        (p, q) => Ok((
-            p.map(Planned::run).transpose()?,
-            q.map(Planned::run).transpose()?,
+        (first, second) => Ok((
+            first.map(Planned::run).transpose()?,
+            second.map(Planned::run).transpose()?,
         )),
     }
 }

@@ -56,7 +56,7 @@ pub(super) const BLOCK_VALUES: usize = POSITIONS * BLOCK;
 /// 64 and 128 channels, and 1 MiB made the 128-channel weight gradient 20% slower.
 ///
 /// NOTE: these sizes were measured with F(2x2, 3x3) tiles of 16 positions. With 24 positions a
-/// group of 128 tiles at 128 input and 128 output channels holds 3 MiB, more than the L2.
+/// group of 128 tiles at 128 input and 128 output channels takes 3 MiB, more than the L2.
 const GROUP_TILES: usize = 128;
 const MAX_GROUP_BYTES: usize = 4 << 20;
 
@@ -575,7 +575,7 @@ fn output_planes(g: &ConvGeometry) -> transforms_avx512::Planes {
 
 /// Writes `B^T d B` of the `count` tiles from tile `first` of one image into `v_block`, the
 /// block's `[channel][position][lane]` values. Along the rows `B^T` is that of F(4, 3)
-/// ([`input_column`]); along the columns, that of F(2, 3), whose rows are
+/// ([`input_column`]). Along the columns it is that of F(2, 3), whose rows are
 /// (1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0) and (0, 1, 0, -1).
 fn transform_input_block<T: Element>(
     image: &[T],
@@ -671,8 +671,8 @@ fn combine_rows<T: Element, const N: usize>(
 
 /// Computes `B^T d` of F(4, 3) for one column `d` of six values. The rows of `B^T` are
 /// (4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
-/// (0, 2, -1, -2, 1, 0) and (0, 4, 0, -5, 0, 1). The AVX-512 transform performs the same
-/// operations in the same order. Multiplying by 2 or 4 is exact, so a fused multiply-add of
+/// (0, 2, -1, -2, 1, 0) and (0, 4, 0, -5, 0, 1). The AVX-512 transform performs these
+/// operations in this order too. Multiplying by 2 or 4 is exact, so a fused multiply-add of
 /// these terms gives the same bits.
 #[inline]
 fn input_column<T: Element>(d: [T; INPUT_ROWS]) -> [T; INPUT_ROWS] {
@@ -693,8 +693,8 @@ fn input_column<T: Element>(d: [T; INPUT_ROWS]) -> [T; INPUT_ROWS] {
 
 /// Writes `A dY A^T` of the output-gradient tiles `first..first + count` of one image into
 /// `z_block`, the block's `[channel][position][lane]` values; pixels past the output are zero.
-/// Along the rows `A` is that of F(4, 3) ([`gradient_column`]); along the columns, that of
-/// F(2, 3), whose rows are (1, 0), (1, 1), (1, -1) and (0, -1).
+/// Along the rows `A` is that of F(4, 3) ([`gradient_column`]). Along the columns it is that
+/// of F(2, 3), whose rows are (1, 0), (1, 1), (1, -1) and (0, -1).
 fn transform_gradient_block<T: Element>(
     grad_output: &[T],
     g: &ConvGeometry,
@@ -798,8 +798,8 @@ fn output_column<T: Element>(m: [T; INPUT_ROWS]) -> [T; TILE_ROWS] {
 /// Writes `A^T M A` of the products `m_block` (the block's `[channel][position][lane]` values)
 /// of tiles `first..first + count` of one image into that image's output planes at `output`,
 /// plus `bias[o]` in plane `o` when a bias is given. Along the rows `A^T` is that of F(4, 3)
-/// ([`output_column`]); along the columns, that of F(2, 3), whose rows are (1, 1, 1, 0) and
-/// (0, 1, -1, -1).
+/// ([`output_column`]). Along the columns it is that of F(2, 3), whose rows are (1, 1, 1, 0)
+/// and (0, 1, -1, -1).
 ///
 /// # Safety
 ///
@@ -1186,7 +1186,7 @@ fn weight_grad_with<T: Element>(
 
 /// Computes `G^T dU G` of one channel pair's 24 positions (in order `row * 4 + col`), the
 /// 3x3 kernel gradient in row-major order. Along the columns the rows of `G^T` are
-/// (1, 1/2, 1/2, 0), (0, 1/2, -1/2, 0) and (0, 1/2, 1/2, 1); along the rows they are
+/// (1, 1/2, 1/2, 0), (0, 1/2, -1/2, 0) and (0, 1/2, 1/2, 1). Along the rows they are
 /// (1/4, -1/6, -1/6, 1/24, 1/24, 0), (0, -1/6, 1/6, 1/12, -1/12, 0) and
 /// (0, -1/6, -1/6, 1/6, 1/6, 1).
 fn untransform_kernel_grad<T: Element>(du: &[T; POSITIONS]) -> [T; 9] {
